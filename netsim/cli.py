@@ -1,0 +1,121 @@
+"""The ``netsim`` command line. Every command is a thin call into the library."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from netsim.scenario import ScenarioError, load_scenario
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _load(path: str, device: str | None = None):
+    overrides = {"device": device} if device else None
+    try:
+        return load_scenario(path, overrides)
+    except ScenarioError as err:
+        _fail(str(err))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netsim")
+def main() -> None:
+    """netsim: multi-hop semantic image transmission, simulated."""
+
+
+@main.command()
+@click.argument("scenario_file", type=click.Path(dir_okay=False))
+def validate(scenario_file: str) -> None:
+    """Check a scenario file; exit 2 with one line naming the field if it is wrong."""
+    sc = _load(scenario_file)
+    click.echo(f"ok: {scenario_file}: {len(sc.nodes)} nodes, {len(sc.links)} links, {len(sc.flows)} flows")
+
+
+@main.command()
+def schema() -> None:
+    """Print the scenario JSON schema (for editor completion and validation)."""
+    from netsim.scenario import scenario_json_schema
+
+    click.echo(json.dumps(scenario_json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("scenario_file", type=click.Path(dir_okay=False))
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="run directory (default: from scenario)")
+@click.option("--device", help="override the scenario's device: auto, cpu, cuda, cuda:N")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
+def run(scenario_file: str, output_dir: str | None, device: str | None, quiet: bool) -> None:
+    """Simulate a scenario and write per-hop and per-frame results."""
+    from tqdm import tqdm
+
+    from netsim.data import DataError
+    from netsim.sim import run_scenario
+
+    sc = _load(scenario_file, device)
+    total = sum(f.workload.frames or f.workload.images.count for f in sc.flows)
+    with tqdm(total=total, unit="frame", disable=quiet, desc=sc.name, file=sys.stderr) as bar:
+        try:
+            result = run_scenario(sc, output_dir, progress=bar.update)
+        except (ScenarioError, DataError) as err:
+            msg = str(err)
+            _fail(msg if msg.startswith(scenario_file) else f"{scenario_file}: {msg}")
+    if not quiet:
+        _print_summary(result)
+    click.echo(f"results: {result.run_dir}")
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from netsim.results import HOP_SUMMARY_COLUMNS, hop_summary
+
+    summary = hop_summary(result.hops)
+    table = Table(title=f"per-hop means ({len(result.frames)} frames)")
+    for col in summary.columns:
+        table.add_column(HOP_SUMMARY_COLUMNS.get(col, col), justify="right")
+    for row in summary.itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    Console(stderr=False).print(table)
+    for note in result.manifest["notes"]:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="figure directory (default: RUN_DIR/figures)")
+def plot(run_dir: str, output: str | None) -> None:
+    """Draw per-hop PSNR, MS-SSIM, LPIPS, hash agreement and latency (PNG and SVG)."""
+    from netsim.plots import plot_run
+
+    if not (Path(run_dir) / "hops.csv").exists() and not (Path(run_dir) / "hops.parquet").exists():
+        _fail(f"{run_dir}: no hops table (is this a netsim run directory?)")
+    for path in plot_run(run_dir, output):
+        click.echo(path)
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="zoo directory (default: models/)")
+def models(directory: str | None) -> None:
+    """List the model zoo."""
+    from netsim.nn.zoo import list_models
+
+    cards = list_models(directory)
+    if not cards:
+        click.echo("no models")
+    for card in cards:
+        metrics = card.get("metrics") or {}
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        click.echo(f"{card['name']:32s} {card['arch']:18s} {shown}")
+
+
+if __name__ == "__main__":
+    main()

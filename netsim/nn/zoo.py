@@ -1,0 +1,163 @@
+"""The model zoo: ``<name>.safetensors`` (weights) + ``<name>.json`` (model card) per model.
+
+Card fields: ``name``, ``arch`` (registry name), ``config`` (kwargs that rebuild the model),
+free-form training metadata (data, split, snr_db, loss, lambda, epochs, seed, command, metrics,
+...) and ``sha256`` of the safetensors file. A model is rebuilt from its card alone
+(``build_model(arch, **config)``); weights are read with safetensors only, never pickle.
+
+Directory: ``directory`` argument, else ``$NETSIM_MODELS``, else the repository's ``models/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import netsim
+from netsim.nn.registry import build_model
+
+__all__ = ["CheckpointError", "ModelNotFound", "models_dir", "save_model", "load_model", "list_models"]
+
+RESERVED = ("name", "arch", "config", "sha256")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is corrupt, tampered with, or does not fit its card."""
+
+
+class ModelNotFound(FileNotFoundError):
+    """No card for the requested model where we looked."""
+
+
+def models_dir(directory: str | os.PathLike | None = None) -> Path:
+    """The zoo directory: ``directory``, else $NETSIM_MODELS, else <repo>/models."""
+    if directory is not None:
+        return Path(directory)
+    env = os.environ.get("NETSIM_MODELS")
+    return Path(env) if env else Path(netsim.__file__).resolve().parent.parent / "models"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temporary file beside ``path``, then os.replace it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: nn.Module, name: str, card_extra: dict | None = None,
+               directory: str | os.PathLike | None = None) -> Path:
+    """Write ``<name>.safetensors`` and ``<name>.json`` atomically; return the card's path."""
+    if not _NAME.match(name):
+        raise ValueError(f"model name {name!r} must match {_NAME.pattern}")
+    arch = getattr(type(model), "arch", None)
+    if arch is None:
+        raise ValueError(f"{type(model).__name__} is not a registered model (see netsim.nn.registry)")
+    extra = dict(card_extra or {})
+    clash = sorted(set(extra) & set(RESERVED))
+    if clash:
+        raise ValueError(f"card_extra may not set reserved fields {clash}")
+    card = {"name": name, "arch": arch, "config": model.config, **extra}
+    json.dumps(card)  # fail on non-serialisable metadata before writing anything
+    d = models_dir(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = d / f"{name}.safetensors"
+    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"name": name, "arch": arch}))
+    card["sha256"] = _sha256(weights)
+    card_path = d / f"{name}.json"
+    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    return card_path
+
+
+def _card_path(name_or_path: str | os.PathLike, directory) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".json", ".safetensors"):
+        candidate = p.with_suffix(".json")
+    else:
+        candidate = models_dir(directory) / f"{p}.json"
+    if not candidate.is_file():
+        raise ModelNotFound(f"model {str(name_or_path)!r} not found: no card at {candidate}")
+    return candidate
+
+
+def _read_card(path: Path) -> dict:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable model card ({e})") from None
+    missing = [k for k in RESERVED if k not in card] if isinstance(card, dict) else list(RESERVED)
+    if missing:
+        raise CheckpointError(f"{path}: model card lacks {missing}")
+    return card
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+               directory: str | os.PathLike | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a model from its card, verify and load its weights; return (model in eval mode, card).
+
+    ``name_or_path``: a zoo name, or a path to the ``.json`` card or the ``.safetensors`` file.
+    Raises ModelNotFound, or CheckpointError on a sha256 mismatch, a file that is not
+    safetensors, or state-dict keys/shapes/dtypes that differ from the rebuilt model's.
+    """
+    card_path = _card_path(name_or_path, directory)
+    card = _read_card(card_path)
+    weights = card_path.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise CheckpointError(f"{card_path}: weights file {weights.name} is missing")
+    sha = _sha256(weights)
+    if sha != card["sha256"]:
+        raise CheckpointError(f"{weights}: sha256 {sha[:16]}... does not match the card's "
+                              f"{str(card['sha256'])[:16]}...")
+    try:
+        model = build_model(card["arch"], **card["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{card_path}: cannot rebuild {card['arch']!r}: {e}") from None
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    for key in sorted(set(expected) | set(state)):
+        if key not in state:
+            why = "missing from the file"
+        elif key not in expected:
+            why = f"unexpected for {card['arch']}"
+        elif state[key].shape != expected[key].shape:
+            why = f"shape {tuple(state[key].shape)} != model {tuple(expected[key].shape)}"
+        elif state[key].dtype != expected[key].dtype:
+            why = f"dtype {state[key].dtype} != model {expected[key].dtype}"
+        else:
+            continue
+        raise CheckpointError(f"{weights}: key {key!r} {why}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), card
+
+
+def list_models(directory: str | os.PathLike | None = None) -> list[dict]:
+    """Cards of every model in the zoo directory, sorted by file name ([] if it does not exist)."""
+    d = models_dir(directory)
+    return [_read_card(p) for p in sorted(d.glob("*.json"))] if d.is_dir() else []

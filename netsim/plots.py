@@ -1,0 +1,69 @@
+"""Figures drawn from results tables (matplotlib, PNG and SVG next to the data)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from netsim.results import atomic_path, read_table  # noqa: E402
+
+PER_HOP_PANELS = (
+    ("psnr", "PSNR [dB]"),
+    ("ms_ssim", "MS-SSIM"),
+    ("lpips", "LPIPS (lower is better)"),
+    ("hash_bit_agreement", "hash bit agreement"),
+    ("latency_s", "latency since creation [s]"),
+)
+
+
+def mean_ci95(values: pd.Series) -> tuple[float, float]:
+    """Mean and the half-width of its normal-approximation 95% confidence interval."""
+    v = values.dropna().to_numpy(dtype=float)
+    if v.size == 0:
+        return np.nan, np.nan
+    half = 1.96 * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0
+    return float(v.mean()), float(half)
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = stem.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def plot_run(run_dir: str | Path, output: str | Path | None = None) -> list[Path]:
+    """Per-hop means with 95% CIs, one line per flow; hop 0 is the source."""
+    run_dir = Path(run_dir)
+    out = Path(output) if output else run_dir / "figures"
+    hops = read_table(run_dir, "hops")
+    hops = hops.assign(latency_s=hops["done_s"] - hops["created_s"])
+    fig, axes = plt.subplots(1, len(PER_HOP_PANELS), figsize=(4.2 * len(PER_HOP_PANELS), 3.4))
+    for ax, (col, label) in zip(axes, PER_HOP_PANELS):
+        data = hops if col == "latency_s" else hops[hops["hop"] > 0]
+        drawn = False
+        for flow, g in data.groupby("flow", sort=True):
+            stats = [(hop, *mean_ci95(rows[col])) for hop, rows in g.groupby("hop", sort=True)]
+            hop_idx, mean, half = (np.array(x) for x in zip(*stats))
+            if np.all(np.isnan(mean)):
+                continue
+            ax.errorbar(hop_idx, mean, yerr=half, marker="o", capsize=3, label=str(flow))
+            drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "unavailable", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xlabel("hop")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].legend(title="flow", fontsize=8)
+    fig.suptitle(f"{run_dir.name}: per-hop metrics (mean, 95% CI)")
+    return save_figure(fig, out / "per_hop")

@@ -1,0 +1,103 @@
+"""Run outputs: tidy tables (parquet + CSV), the run manifest, and atomic writes.
+
+A run directory holds ``hops.{parquet,csv}`` (one row per frame per node it reached, hop 0 being
+the source), ``frames.{parquet,csv}`` (one end-to-end row per frame) and ``manifest.json``.
+Every file is written to a temporary name in the same directory and renamed into place, so a
+crash never leaves a half-written table and never clobbers an earlier complete one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+PACKAGES = ("netsim", "torch", "numpy", "simpy", "pandas", "pydantic", "lpips", "scikit-learn")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_table(df: pd.DataFrame, directory: str | Path, name: str) -> None:
+    """``name.parquet`` and ``name.csv`` in ``directory``, each written atomically."""
+    directory = Path(directory)
+    with atomic_path(directory / f"{name}.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+    with atomic_path(directory / f"{name}.csv") as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def read_table(directory: str | Path, name: str) -> pd.DataFrame:
+    directory = Path(directory)
+    if (directory / f"{name}.parquet").exists():
+        return pd.read_parquet(directory / f"{name}.parquet")
+    return pd.read_csv(directory / f"{name}.csv")
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The commit of the checkout ``path`` lies in (default: this package's), or None."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_manifest(scenario: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "scenario": scenario.model_dump(mode="json"),
+        "seed": scenario.seed,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        **extra,
+    }
+
+
+HOP_SUMMARY_COLUMNS = {
+    "psnr": "PSNR dB", "ms_ssim": "MS-SSIM", "lpips": "LPIPS",
+    "hash_bit_agreement": "hash agree", "latency_s": "latency s",
+}
+
+
+def hop_summary(hops: pd.DataFrame) -> pd.DataFrame:
+    """Mean per (flow, hop, node) of the quality, hash and latency columns."""
+    df = hops.assign(latency_s=hops["done_s"] - hops["created_s"])
+    cols = [c for c in HOP_SUMMARY_COLUMNS if c in df]
+    summary = df.groupby(["flow", "hop", "node"], sort=True).agg(
+        frames=("frame", "size"), **{c: (c, "mean") for c in cols})
+    return summary.reset_index()

@@ -1,0 +1,284 @@
+"""Scenario files: the pydantic schema, safe YAML loading and one-line errors for people.
+
+A scenario describes nodes (source / relay / destination, relay mode df / qf / af), directed links
+(AWGN SNR, symbol rate, propagation delay, optional bit rate for error-free bit pipes), flows
+(route or shortest path, codec per hop, workload), hash checks, metrics, compute model, seed,
+device and output directory. ``load_scenario`` raises ``ScenarioError`` whose message is one line:
+``FILE: field.path: what is wrong (what is allowed)``.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be run; the message is a single line meant for people."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QFSettings(_Strict):
+    """Vector quantiser of a QF relay: blocks of n_q reals of y, n_q*b bits per block."""
+
+    n_q: int = Field(2, ge=1, le=16)
+    b: str = Field("1", description="bits per real value, a number or fraction such as 3/4")
+    codebook: str | None = Field(None, description="safetensors codebook; fitted at run start when absent")
+    fit_images: int = Field(256, ge=1, description="images whose channel outputs fit the codebook")
+
+    @field_validator("b", mode="before")
+    @classmethod
+    def _b_as_text(cls, v: Any) -> str:
+        return str(v)
+
+    @model_validator(mode="after")
+    def _integer_bits(self) -> "QFSettings":
+        try:
+            b = Fraction(self.b)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"b={self.b!r} is not a number or fraction like 3/4") from None
+        bits = self.n_q * b
+        if b <= 0 or bits.denominator != 1 or bits > 16:
+            raise ValueError(f"n_q*b must be a whole number of bits in 1..16, got {self.n_q}*{self.b}")
+        return self
+
+    @property
+    def fraction_b(self) -> Fraction:
+        return Fraction(self.b)
+
+
+class Node(_Strict):
+    id: Identifier
+    role: Literal["source", "relay", "destination"]
+    mode: Literal["df", "qf", "af"] | None = Field(None, description="relay mode; relays only")
+    qf: QFSettings | None = None
+    position: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _mode_matches_role(self) -> "Node":
+        if self.role == "relay" and self.mode is None:
+            raise ValueError("a relay needs mode: df, qf or af")
+        if self.role != "relay" and self.mode is not None:
+            raise ValueError(f"mode is only for relays, not for a {self.role}")
+        if self.qf is not None and self.mode != "qf":
+            raise ValueError("qf settings are only for relays with mode: qf")
+        return self
+
+
+class Link(_Strict):
+    """A directed link. Symbols cross it through the channel; bits cross it error-free at bit_rate."""
+
+    src: Identifier
+    dst: Identifier
+    snr_db: float = Field(ge=-50, le=100)
+    symbol_rate: float = Field(1e6, gt=0, description="complex channel symbols per second")
+    delay_s: float = Field(0.0, ge=0, description="propagation delay in seconds")
+    channel: Literal["awgn"] = "awgn"
+    bit_rate: float | None = Field(
+        None, gt=0, description="bits/s of the error-free bit pipe; default: capacity symbol_rate*log2(1+SNR)")
+    bidirectional: bool = False
+
+    @property
+    def effective_bit_rate(self) -> float:
+        if self.bit_rate is not None:
+            return self.bit_rate
+        return self.symbol_rate * math.log2(1.0 + 10.0 ** (self.snr_db / 10.0))
+
+
+class ImageSource(_Strict):
+    """Where a flow's images come from. ``skimage``: photos bundled with scikit-image."""
+
+    source: Literal["skimage", "folder", "cifar10"] = "skimage"
+    path: str | None = Field(None, description="folder or CIFAR-10 root; env vars and ~ are expanded")
+    split: Literal["train", "test"] = "test"
+    size: int | tuple[int, int] = Field(64, description="centre crop + resize to HxW (int: square)")
+    count: int = Field(8, ge=1)
+    offset: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> "ImageSource":
+        if self.source in ("folder", "cifar10") and not self.path:
+            raise ValueError(f"source {self.source} needs a path")
+        h, w = self.hw
+        if h < 4 or w < 4 or h % 4 or w % 4:
+            raise ValueError(f"size must be at least 4 and divisible by 4, got {h}x{w}")
+        return self
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+
+class Arrivals(_Strict):
+    kind: Literal["periodic", "poisson", "all_at_once"] = "all_at_once"
+    interval_s: float | None = Field(None, gt=0, description="periodic spacing")
+    rate_hz: float | None = Field(None, gt=0, description="poisson rate")
+    start_s: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _params(self) -> "Arrivals":
+        if self.kind == "periodic" and self.interval_s is None:
+            raise ValueError("periodic arrivals need interval_s")
+        if self.kind == "poisson" and self.rate_hz is None:
+            raise ValueError("poisson arrivals need rate_hz")
+        return self
+
+
+class Workload(_Strict):
+    images: ImageSource = ImageSource()
+    frames: int | None = Field(None, ge=1, description="frames to send; default one per image")
+    arrivals: Arrivals = Arrivals()
+
+
+class UntrainedCodec(_Strict):
+    """A randomly initialised network, for tests and timing only (results say 'untrained')."""
+
+    untrained: str = Field(description="registered architecture, e.g. deepjscc")
+    config: dict[str, Any] = {}
+    seed: int = 0
+
+
+CodecSpec = Union[str, UntrainedCodec]
+
+
+class Flow(_Strict):
+    id: Identifier
+    source: Identifier
+    destination: Identifier
+    route: list[Identifier] | None = Field(None, description="node ids from source to destination")
+    codec: CodecSpec | list[CodecSpec] = Field(
+        "uncoded", description="'uncoded', a zoo model name or checkpoint path, or one per hop")
+    workload: Workload = Workload()
+
+
+class HashCheck(_Strict):
+    model: str | None = Field(None, description="DHD hasher from the zoo; none: hash columns unavailable")
+    threshold_bits: int = Field(8, ge=0, description="max Hamming distance that still matches")
+    policy: Literal["record", "drop"] = "record"
+
+
+class Compute(_Strict):
+    """Simulated compute time of a node's batch: fixed (deterministic) or measured wall time."""
+
+    model: Literal["fixed", "measured"] = "fixed"
+    per_image_s: float = Field(1e-3, ge=0)
+    per_batch_s: float = Field(0.0, ge=0)
+
+
+Metric = Literal["psnr", "ms_ssim", "lpips"]
+
+
+class Scenario(_Strict):
+    name: Identifier = "scenario"
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    output_dir: str = "runs/{name}"
+    nodes: list[Node] = Field(min_length=2)
+    links: list[Link] = Field(min_length=1)
+    flows: list[Flow] = Field(min_length=1)
+    hash_check: HashCheck = HashCheck()
+    metrics: list[Metric] = ["psnr", "ms_ssim", "lpips"]
+    lpips_weights: str | None = Field(None, description="LPIPS AlexNet weights (.npz or .pth)")
+    compute: Compute = Compute()
+    max_batch: int = Field(16, ge=1, le=4096)
+    batch_window_s: float = Field(0.0, ge=0, description="how long an idle node waits to fill a batch")
+
+    @model_validator(mode="after")
+    def _references(self) -> "Scenario":
+        ids = [n.id for n in self.nodes]
+        _unique(ids, "nodes", "node id")
+        _unique([f.id for f in self.flows], "flows", "flow id")
+        known = set(ids)
+        roles = {n.id: n.role for n in self.nodes}
+        seen_links: set[tuple[str, str]] = set()
+        for i, link in enumerate(self.links):
+            for end in ("src", "dst"):
+                if getattr(link, end) not in known:
+                    raise _FieldError(f"links.{i}.{end}", f"unknown node {getattr(link, end)!r} (nodes: {', '.join(ids)})")
+            if link.src == link.dst:
+                raise _FieldError(f"links.{i}", f"self-loop on {link.src!r}")
+            pairs = [(link.src, link.dst)] + ([(link.dst, link.src)] if link.bidirectional else [])
+            for pair in pairs:
+                if pair in seen_links:
+                    raise _FieldError(f"links.{i}", f"duplicate link {pair[0]} -> {pair[1]}")
+                seen_links.add(pair)
+        for i, flow in enumerate(self.flows):
+            for end, role in (("source", "source"), ("destination", "destination")):
+                node = getattr(flow, end)
+                if node not in known:
+                    raise _FieldError(f"flows.{i}.{end}", f"unknown node {node!r} (nodes: {', '.join(ids)})")
+                if roles[node] != role:
+                    raise _FieldError(f"flows.{i}.{end}", f"node {node!r} is a {roles[node]}, not a {role}")
+        return self
+
+
+class _FieldError(ValueError):
+    def __init__(self, loc: str, msg: str):
+        super().__init__(msg)
+        self.loc, self.msg = loc, msg
+
+
+def _unique(values: list[str], where: str, what: str) -> None:
+    seen: set[str] = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            raise _FieldError(f"{where}.{i}.id", f"duplicate {what} {v!r}")
+        seen.add(v)
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    ctx = first.get("ctx") or {}
+    # Our own cross-field checks carry a precise location inside the message.
+    inner = ctx.get("error")
+    if isinstance(inner, _FieldError):
+        loc, msg = inner.loc, inner.msg
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc or '<top>'}: {msg}{extra}"
+
+
+def parse_scenario(data: Any, origin: str = "<scenario>") -> Scenario:
+    """Validate already-loaded data; raise ScenarioError with one line on failure."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{origin}: <top>: expected a mapping of scenario fields, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(f"{origin}: {_format_validation_error(err)}") from None
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read a YAML scenario with a safe loader (no Python object construction) and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScenarioError(f"{path}: cannot read: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ScenarioError(f"{path}: invalid YAML{at}: {problem}") from None
+    if isinstance(data, dict) and overrides:
+        data = {**data, **overrides}
+    return parse_scenario(data, str(path))
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    return Scenario.model_json_schema()

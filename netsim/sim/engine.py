@@ -1,0 +1,460 @@
+"""The SimPy core: frames, links, node processes and the Simulation that wires them.
+
+    arrivals --> [source] --link--> [relay df|qf|af] --link--> ... --> [destination]
+                  encode   airtime    decode/re-encode,                 decode, measure
+                  + hash   + delay    quantise or amplify
+                           + channel
+
+Timing is simulated (SimPy clock): a link transmits one frame at a time (FIFO), airtime =
+symbols / symbol_rate (+ bits / bit_rate for bit payloads and side information), then the
+propagation delay. A node that becomes idle takes up to ``max_batch`` waiting frames and runs one
+forward pass per codec on the real device; its simulated compute time follows the compute model.
+Channel noise for frame f of flow i at hop j comes from noise_key(seed, i, f, j), so results do not
+depend on batching or event order.
+
+Two deliberate departures from a textbook SimPy model, both for speed (benchmarks/sim_overhead.py):
+a link's FIFO transmitter is scheduled arithmetically (busy_until) rather than with a Resource and
+a process per frame, and a node inbox is a deque plus a wake-up event rather than a Store. Both
+give the event times of a FIFO transmitter exactly (hand-computed in tests/test_engine.py).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import simpy
+import torch
+
+from netsim.data import load_workload_images
+from netsim.metrics import LpipsMetric, LpipsUnavailable, bit_agreement, hamming_distance, hash_cosine, ms_ssim, psnr
+from netsim.phy.channel import CHANNELS, keys_tensor, noise_key, snr_to_noise_var
+from netsim.phy.quantizer import VectorQuantizer
+from netsim.scenario import Link, Node, QFSettings, Scenario, ScenarioError
+from netsim.sim.codecs import CodecResolver
+from netsim.topology import build_graph, resolve_route, route_links
+
+HASH_SIDE_BITS_PER_BIT = 1  # the source hash travels as sign bits
+QUALITY_COLUMNS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "hash_hamming", "hash_verdict")
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ScenarioError(f"device: {spec!r} requested but CUDA is not available (use auto or cpu)")
+    return torch.device(spec)
+
+
+@dataclass(slots=True)
+class Frame:
+    """One image in flight. ``payload`` is the source image, symbols x/y, or QF codeword indices."""
+
+    flow: "FlowRuntime"
+    index: int
+    image: int
+    created_s: float
+    kind: str = "image"  # image -> symbols -> (bits)
+    payload: torch.Tensor | None = None
+    side: torch.Tensor | None = None
+    codec_hop: int = 0  # the hop whose encoder produced the symbols
+    quantizer: VectorQuantizer | None = None
+    symbol_shape: tuple[int, ...] = ()
+    sig_power: float = 1.0  # signal gain^2 in y (changes at AF relays)
+    noise_power: float = 0.0  # accumulated noise variance in y
+    h_src: torch.Tensor | None = None
+    hop: int = -1  # index of the last link crossed
+    enqueue_s: float = math.nan
+    tx_start_s: float = math.nan
+    tx_end_s: float = math.nan
+    arrival_s: float = math.nan
+    link_bits: int = 0
+    link_symbols: int = 0
+    total_bits: int = 0
+    total_symbols: int = 0
+
+    @property
+    def snr_eff_db(self) -> float:
+        return 10.0 * math.log10(self.sig_power / self.noise_power) if self.noise_power > 0 else math.inf
+
+    @property
+    def side_bits(self) -> int:
+        bits = self.flow.codecs[self.codec_hop].side_info_bits
+        return bits + (self.h_src.numel() * HASH_SIDE_BITS_PER_BIT if self.h_src is not None else 0)
+
+
+@dataclass
+class FlowRuntime:
+    index: int
+    id: str
+    route: list[str]
+    links: list[Link]
+    codecs: list
+    images: torch.Tensor
+    image_ids: list[str]
+    n_frames: int
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-2:])
+
+
+@dataclass
+class LinkRuntime:
+    spec: Link
+    busy_until: float = 0.0
+
+
+@dataclass
+class NodeRuntime:
+    spec: Node
+    queue: deque = field(default_factory=deque)
+    wakeup: simpy.Event | None = None
+    links: dict[str, LinkRuntime] = field(default_factory=dict)
+    quantizer: VectorQuantizer | None = None
+
+
+def _grouped(frames: Iterable[Frame], key: Callable[[Frame], Any]) -> dict[Any, list[Frame]]:
+    groups: dict[Any, list[Frame]] = defaultdict(list)
+    for f in frames:
+        groups[key(f)].append(f)
+    return groups
+
+
+class Simulation:
+    """Build from a validated Scenario, then ``run()`` -> (hop records, frame records)."""
+
+    def __init__(self, scenario: Scenario, progress: Callable[[int], None] | None = None,
+                 run_dir=None):
+        self.scenario = scenario
+        self.device = pick_device(scenario.device)
+        self.env = simpy.Environment()
+        self.progress = progress
+        self.run_dir = run_dir
+        self.notes: list[str] = []
+        graph = build_graph(scenario)
+        self.nodes = {n.id: NodeRuntime(n) for n in scenario.nodes}
+        for a, b, data in graph.edges(data=True):
+            self.nodes[a].links[b] = LinkRuntime(data["link"])
+        resolver = CodecResolver(self.device)
+        self.hasher = resolver.hasher(scenario.hash_check.model, "hash_check.model")
+        if self.hasher is None:
+            self.notes.append("hash checks unavailable: no hash_check.model given")
+        self.lpips = self._load_lpips()
+        self.flows: list[FlowRuntime] = []
+        for i, spec in enumerate(scenario.flows):
+            route = resolve_route(graph, spec, i)
+            codecs = resolver.for_route(spec.codec, len(route) - 1, f"flows.{i}.codec")
+            images, ids = load_workload_images(spec.workload.images)
+            n_frames = spec.workload.frames or len(ids)
+            self.flows.append(FlowRuntime(i, spec.id, route, route_links(graph, route), codecs,
+                                          images.to(self.device), ids, n_frames))
+        self.codec_names = sorted({c.name for f in self.flows for c in f.codecs})
+        self.weights = {c.name: c.sha256 for f in self.flows for c in f.codecs if c.sha256}
+        if self.hasher is not None:
+            self.weights[self.hasher.name] = self.hasher.sha256
+        self._prepare_quantizers()
+        self.hop_records: list[dict] = []
+        self.frame_records: list[dict] = []
+        self._rng = {f.index: np.random.default_rng([scenario.seed, f.index, 1]) for f in self.flows}
+
+    # ----------------------------------------------------------------------------------- setup
+    def _load_lpips(self):
+        if "lpips" not in self.scenario.metrics:
+            return None
+        try:
+            metric = LpipsMetric.load(self.scenario.lpips_weights, device=self.device)
+        except LpipsUnavailable as err:
+            msg = f"LPIPS unavailable, reported as NaN: {err}"
+            warnings.warn(msg, stacklevel=2)
+            self.notes.append(msg)
+            return None
+        self.notes.append(f"LPIPS AlexNet backbone from {metric.source}")
+        return metric
+
+    def _prepare_quantizers(self) -> None:
+        """Load or fit each QF relay's codebook (fitted on the first flow through it)."""
+        for flow in self.flows:
+            for pos, node_id in enumerate(flow.route[1:-1], start=1):
+                node = self.nodes[node_id]
+                if node.spec.mode != "qf" or node.quantizer is not None:
+                    continue
+                settings = node.spec.qf or QFSettings()
+                if settings.codebook:
+                    try:
+                        node.quantizer = VectorQuantizer.load(settings.codebook)
+                    except (OSError, ValueError) as err:
+                        raise ScenarioError(f"nodes.{node_id}.qf.codebook: {err}") from None
+                    continue
+                node.quantizer = self._fit_quantizer(flow, pos, settings)
+                self.notes.append(f"QF codebook of {node_id} fitted on {settings.fit_images} channel outputs of "
+                                  f"flow {flow.id} at {flow.links[pos - 1].snr_db} dB")
+
+    def _fit_quantizer(self, flow: FlowRuntime, pos: int, settings) -> VectorQuantizer:
+        codec = flow.codecs[pos - 1]
+        link = flow.links[pos - 1]
+        n = settings.fit_images
+        idx = torch.arange(n) % flow.images.shape[0]
+        S = flow.images[idx]
+        x, _ = codec.encode(S)
+        keys = keys_tensor([noise_key(self.scenario.seed, flow.index, -1 - i, pos - 1) for i in range(n)])
+        y = CHANNELS[link.channel](x, link.snr_db, keys)
+        return VectorQuantizer.fit(y, settings.n_q, settings.fraction_b, seed=self.scenario.seed)
+
+    # ----------------------------------------------------------------------------------- run
+    def run(self) -> tuple[list[dict], list[dict]]:
+        for node in self.nodes.values():
+            if any(node.spec.id in f.route for f in self.flows):
+                self.env.process(self._node_process(node))
+        for flow in self.flows:
+            self.env.process(self._arrivals(flow))
+        self.env.run()
+        return self.hop_records, self.frame_records
+
+    def _arrivals(self, flow: FlowRuntime):
+        spec = self.scenario.flows[flow.index].workload.arrivals
+        source = self.nodes[flow.route[0]]
+        rng = self._rng[flow.index]
+        if spec.start_s:
+            yield self.env.timeout(spec.start_s)
+        for k in range(flow.n_frames):
+            if k and spec.kind != "all_at_once":
+                gap = spec.interval_s if spec.kind == "periodic" else rng.exponential(1.0 / spec.rate_hz)
+                yield self.env.timeout(gap)
+            frame = Frame(flow, k, k % flow.images.shape[0], self.env.now)
+            frame.arrival_s = self.env.now
+            self._enqueue(source, frame)
+
+    def _enqueue(self, node: NodeRuntime, frame: Frame) -> None:
+        node.queue.append(frame)
+        if node.wakeup is not None:
+            wakeup, node.wakeup = node.wakeup, None
+            wakeup.succeed()
+
+    def _node_process(self, node: NodeRuntime):
+        env, sc = self.env, self.scenario
+        while True:
+            if not node.queue:
+                node.wakeup = env.event()
+                yield node.wakeup
+            # Wait (0 s by default) so that frames arriving at this same instant join the batch.
+            yield env.timeout(sc.batch_window_s)
+            batch = [node.queue.popleft() for _ in range(min(sc.max_batch, len(node.queue)))]
+            start = env.now
+            records, forward, busy_wall = self._work(node, batch)
+            if sc.compute.model == "fixed":
+                compute = sc.compute.per_batch_s + sc.compute.per_image_s * len(batch)
+            else:
+                compute = busy_wall
+            yield env.timeout(compute)
+            for rec in records:
+                rec["start_s"], rec["done_s"] = start, env.now
+                rec["inbox_wait_s"] = start - rec["arrival_s"]
+                rec["compute_s"] = env.now - start
+                if rec["dropped"] or rec["role"] == "destination":
+                    self._finish(rec)
+            self.hop_records.extend(records)
+            self._transmit(node, forward)
+
+    # ----------------------------------------------------------------------------------- work
+    def _work(self, node: NodeRuntime, batch: list[Frame]) -> tuple[list[dict], list[Frame], float]:
+        """One batch of a node's work; returns hop records, frames to forward, data-path wall time.
+
+        DF relays and destinations decode on the data path. QF and AF relays hold symbols or bits;
+        their quality and hash columns come from a probe decode that costs no simulated time.
+        """
+        role, mode = node.spec.role, node.spec.mode
+        if role == "source":
+            wall = self._encode(batch, next_hop=0)
+            if self.hasher is not None:
+                for group in _grouped(batch, lambda f: (f.flow.index, f.flow.hw)).values():
+                    S = group[0].flow.images[[f.image for f in group]]
+                    for f, h in zip(group, self.hasher(S)):
+                        f.h_src = h
+            return [self._record(node, f, {"holds": "image"}) for f in batch], batch, wall
+
+        t0 = time.perf_counter()
+        S_hat = self._reconstruct(batch)
+        wall = self._elapsed(t0) if role == "destination" or mode == "df" else 0.0
+        records = [self._record(node, f, m) for f, m in zip(batch, self._measure(batch, S_hat))]
+        if role == "destination":
+            return records, [], wall
+        drop = self.scenario.hash_check.policy == "drop"
+        keep = []
+        for f, rec in zip(batch, records):
+            rec["dropped"] = drop and rec["hash_verdict"] == "mismatch"
+            if not rec["dropped"]:
+                keep.append(f)
+        t0 = time.perf_counter()
+        if mode == "df":
+            for f in keep:
+                f.payload, f.kind = S_hat[id(f)], "image"
+            self._encode(keep, next_hop=None)
+        elif mode == "qf":
+            self._quantize(node, [f for f in keep if f.kind == "symbols"])
+        else:
+            self._amplify([f for f in keep if f.kind == "symbols"])
+        return records, keep, wall + self._elapsed(t0)
+
+    def _elapsed(self, t0: float) -> float:
+        if self.device.type == "cuda" and self.scenario.compute.model == "measured":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    def _encode(self, frames: list[Frame], next_hop: int | None) -> float:
+        """Encode with the codec of the hop each frame crosses next (None: the one after f.hop)."""
+        t0 = time.perf_counter()
+        for f in frames:
+            f.codec_hop = f.hop + 1 if next_hop is None else next_hop
+        for (_, shape), group in _grouped(frames, lambda f: (id(f.flow.codecs[f.codec_hop]),
+                                                            f.flow.hw)).items():
+            codec = group[0].flow.codecs[group[0].codec_hop]
+            S = torch.stack([f.payload if f.payload is not None else f.flow.images[f.image] for f in group])
+            x, side = codec.encode(S)
+            for i, f in enumerate(group):
+                f.payload, f.kind, f.side = x[i], "symbols", None if side is None else side[i]
+                f.symbol_shape = tuple(x.shape[1:])
+                f.sig_power, f.noise_power = 1.0, 0.0
+        return self._elapsed(t0)
+
+    def _unquantized_symbols(self, f: Frame) -> torch.Tensor:
+        return f.quantizer.dequantize(f.payload.unsqueeze(0), f.symbol_shape)[0] if f.kind == "bits" else f.payload
+
+    def _reconstruct(self, frames: list[Frame]) -> dict[int, torch.Tensor]:
+        """Decode each frame's payload with the decoder paired to the encoder that produced it."""
+        out: dict[int, torch.Tensor] = {}
+        for group in _grouped(frames, lambda f: (id(f.flow.codecs[f.codec_hop]), f.symbol_shape, f.flow.hw)).values():
+            codec = group[0].flow.codecs[group[0].codec_hop]
+            y = torch.stack([self._unquantized_symbols(f) for f in group])
+            gain = torch.tensor([1.0 / math.sqrt(f.sig_power) for f in group], device=y.device)
+            y = y * gain.view(-1, *([1] * (y.dim() - 1)))
+            snr = torch.tensor([f.snr_eff_db for f in group], device=y.device).clamp(max=100.0)
+            side = torch.stack([f.side for f in group]) if group[0].side is not None else None
+            S_hat = codec.decode(y, side, snr, (3, *group[0].flow.hw))
+            for f, s in zip(group, S_hat):
+                out[id(f)] = s
+        return out
+
+    def _quantize(self, node: NodeRuntime, frames: list[Frame]) -> None:
+        for group in _grouped(frames, lambda f: f.symbol_shape).values():
+            idx = node.quantizer.quantize(torch.stack([f.payload for f in group]))
+            for f, row in zip(group, idx):
+                f.payload, f.kind, f.quantizer = row, "bits", node.quantizer
+
+    @staticmethod
+    def _amplify(frames: list[Frame]) -> None:
+        """AF: rescale y to unit average power; signal and noise scale alike."""
+        for f in frames:
+            power = float(f.payload.abs().square().mean())
+            f.payload = f.payload / math.sqrt(power)
+            f.sig_power /= power
+            f.noise_power /= power
+
+    # ----------------------------------------------------------------------------------- links
+    def _transmit(self, node: NodeRuntime, frames: list[Frame]) -> None:
+        env = self.env
+        for group in _grouped(frames, lambda f: (f.flow.route[f.hop + 2], f.kind, f.symbol_shape)).values():
+            first = group[0]
+            hop = first.hop + 1
+            link = node.links[first.flow.route[hop + 1]]
+            spec = link.spec
+            if first.kind == "symbols":
+                x = torch.stack([f.payload for f in group])
+                keys = keys_tensor([noise_key(self.scenario.seed, f.flow.index, f.index, hop) for f in group])
+                y = CHANNELS[spec.channel](x, spec.snr_db, keys)
+                noise = snr_to_noise_var(spec.snr_db)  # added to y whose signal power is f.sig_power
+            for i, f in enumerate(group):
+                if f.kind == "symbols":
+                    f.payload = y[i]
+                    f.noise_power += noise
+                    f.link_symbols = math.prod(f.symbol_shape)
+                    f.link_bits = 0
+                else:
+                    f.link_symbols = 0
+                    f.link_bits = f.quantizer.bits_per_image(math.prod(f.symbol_shape))
+                airtime = f.link_symbols / spec.symbol_rate + (f.link_bits + f.side_bits) / spec.effective_bit_rate
+                f.hop = hop
+                f.enqueue_s = env.now
+                f.tx_start_s = max(env.now, link.busy_until)
+                f.tx_end_s = link.busy_until = f.tx_start_s + airtime
+                f.total_bits += f.link_bits + f.side_bits
+                f.total_symbols += f.link_symbols
+                receiver = self.nodes[f.flow.route[hop + 1]]
+                event = env.timeout(f.tx_end_s + spec.delay_s - env.now)
+                event.callbacks.append(lambda _e, f=f, r=receiver: self._deliver(r, f))
+
+    def _deliver(self, node: NodeRuntime, frame: Frame) -> None:
+        frame.arrival_s = self.env.now
+        self._enqueue(node, frame)
+
+    # ----------------------------------------------------------------------------------- records
+    def _measure(self, frames: list[Frame], S_hat: dict[int, torch.Tensor]) -> list[dict]:
+        out = [dict() for _ in frames]
+        pos = {id(f): i for i, f in enumerate(frames)}
+        for group in _grouped(frames, lambda f: f.flow.hw).values():
+            S = torch.stack([f.flow.images[f.image] for f in group])
+            R = torch.stack([S_hat[id(f)] for f in group])
+            values: dict[str, list] = {}
+            with torch.no_grad():
+                if "psnr" in self.scenario.metrics:
+                    values["psnr"] = psnr(S, R).tolist()
+                if "ms_ssim" in self.scenario.metrics:
+                    values["ms_ssim"] = ms_ssim(S, R).tolist()
+                if "lpips" in self.scenario.metrics:
+                    values["lpips"] = self.lpips(S, R).tolist() if self.lpips else [math.nan] * len(group)
+                if self.hasher is not None:
+                    h_ref = torch.stack([f.h_src for f in group])
+                    h = self.hasher(R)
+                    values["hash_bit_agreement"] = bit_agreement(h_ref, h).tolist()
+                    values["hash_cosine"] = hash_cosine(h_ref, h).tolist()
+                    dist = hamming_distance(h_ref, h).tolist()
+                    values["hash_hamming"] = dist
+                    values["hash_verdict"] = ["match" if d <= self.scenario.hash_check.threshold_bits else "mismatch"
+                                              for d in dist]
+            for j, f in enumerate(group):
+                rec = out[pos[id(f)]]
+                for name, vals in values.items():
+                    rec[name] = vals[j]
+                rec.setdefault("hash_verdict", "unavailable")
+        return out
+
+    def _record(self, node: NodeRuntime, f: Frame, metrics: dict) -> dict:
+        h, w = f.flow.hw
+        link = f.flow.links[f.hop] if f.hop >= 0 else None
+        rec = {
+            "flow": f.flow.id, "frame": f.index, "image": f.flow.image_ids[f.image], "hop": f.hop + 1,
+            "node": node.spec.id, "role": node.spec.role, "mode": node.spec.mode or "",
+            "snr_db": link.snr_db if link else math.nan,
+            "snr_eff_db": f.snr_eff_db if link and f.kind != "image" else math.nan,
+            "codec": f.flow.codecs[f.codec_hop].name,
+            "created_s": f.created_s, "enqueue_s": f.enqueue_s, "tx_start_s": f.tx_start_s,
+            "tx_end_s": f.tx_end_s, "arrival_s": f.arrival_s,
+            "queue_wait_s": f.tx_start_s - f.enqueue_s, "airtime_s": f.tx_end_s - f.tx_start_s,
+            "channel_symbols": f.link_symbols, "payload_bits": f.link_bits,
+            "side_info_bits": f.side_bits if link else 0,
+            "bits_sent": f.link_bits + (f.side_bits if link else 0),
+            "bpp": f.link_bits / (h * w), "rho": f.link_symbols / (3 * h * w),
+            "psnr": math.nan, "ms_ssim": math.nan, "lpips": math.nan,
+            "hash_bit_agreement": math.nan, "hash_cosine": math.nan, "hash_hamming": math.nan,
+            "hash_verdict": "unavailable", "holds": f.kind, "dropped": False,
+            "total_bits": f.total_bits, "total_symbols": f.total_symbols,
+        }
+        rec.update(metrics)
+        return rec
+
+    def _finish(self, rec: dict) -> None:
+        """The end-to-end row of a frame that reached its destination or was dropped."""
+        self.frame_records.append({
+            "flow": rec["flow"], "frame": rec["frame"], "image": rec["image"],
+            "outcome": "dropped" if rec["dropped"] else "delivered", "final_node": rec["node"],
+            "hops": rec["hop"], "created_s": rec["created_s"], "done_s": rec["done_s"],
+            "latency_s": rec["done_s"] - rec["created_s"], "total_bits": rec["total_bits"],
+            "total_symbols": rec["total_symbols"],
+            **{k: rec[k] for k in QUALITY_COLUMNS},
+        })
+        if self.progress is not None:
+            self.progress(1)

@@ -1,0 +1,169 @@
+"""The SimPy engine: exact event times, noise and power, QF accounting, determinism, batching."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import chain
+from netsim.phy.channel import awgn, complex_normal, keys_tensor, noise_key, power_normalize
+from netsim.scenario import parse_scenario
+from netsim.sim import Simulation, run_scenario
+from netsim.sim.codecs import UncodedCodec
+
+UNTRAINED_JSCC = {"untrained": "deepjscc", "config": {"c_out": 8, "size": "small"}, "seed": 3}
+
+
+def run(data: dict):
+    return run_scenario(parse_scenario(data), write=False)
+
+
+def test_event_times_two_hop_chain_back_to_back():
+    # 2 frames of 8x8 RGB, uncoded: k = 96 symbols + 64 side-info bits (mean, rms) per frame.
+    data = chain(["df"], size=8, count=2,
+                 compute={"model": "fixed", "per_image_s": 1e-3, "per_batch_s": 0.0})
+    for link in data["links"]:
+        link.update(symbol_rate=1000.0, bit_rate=1000.0, delay_s=0.01)
+    hops = run(data).hops.set_index(["frame", "node"])
+    air = 96 / 1000 + 64 / 1000  # 0.16 s
+    expected = {
+        # node: (frame, enqueue, tx_start, tx_end, arrival, start, done)
+        ("src", 0): (math.nan, math.nan, math.nan, 0.0, 0.0, 0.002),
+        ("src", 1): (math.nan, math.nan, math.nan, 0.0, 0.0, 0.002),
+        ("r1", 0): (0.002, 0.002, 0.002 + air, 0.012 + air, 0.012 + air, 0.013 + air),
+        # frame 1 queues behind frame 0 at the source's transmitter for one airtime
+        ("r1", 1): (0.002, 0.002 + air, 0.002 + 2 * air, 0.012 + 2 * air, 0.012 + 2 * air, 0.013 + 2 * air),
+        ("dst", 0): (0.013 + air, 0.013 + air, 0.013 + 2 * air, 0.023 + 2 * air, 0.023 + 2 * air, 0.024 + 2 * air),
+        ("dst", 1): (0.013 + 2 * air, 0.013 + 2 * air, 0.013 + 3 * air, 0.023 + 3 * air, 0.023 + 3 * air,
+                     0.024 + 3 * air),
+    }
+    cols = ["enqueue_s", "tx_start_s", "tx_end_s", "arrival_s", "start_s", "done_s"]
+    for (node, frame), times in expected.items():
+        got = hops.loc[(frame, node), cols].to_numpy(dtype=float)
+        assert got == pytest.approx(times, abs=1e-12, nan_ok=True), (node, frame)
+    r1 = hops.xs("r1", level="node")
+    assert r1["queue_wait_s"].to_list() == pytest.approx([0.0, air], abs=1e-12)
+    assert r1["airtime_s"].to_list() == pytest.approx([air, air], abs=1e-12)
+    assert r1["channel_symbols"].to_list() == [96, 96]
+
+
+def test_noise_power_and_measured_snr_two_sided():
+    n_img, shape = 64, (8, 8, 8)
+    keys = keys_tensor([noise_key(1, 0, f, 0) for f in range(n_img)])
+    x = power_normalize(torch.randn(n_img, *shape, dtype=torch.complex64,
+                                    generator=torch.Generator().manual_seed(0)))
+    assert (x.abs().square().flatten(1).mean(1) - 1).abs().max() < 1e-5
+    for snr_db in (-5.0, 0.0, 10.0, 20.0):
+        noise = awgn(x, snr_db, keys) - x
+        sigma2 = 10 ** (-snr_db / 10)
+        power = noise.abs().square().mean().item()
+        # 32,768 complex samples: the relative std of the power estimate is 1/sqrt(N) = 0.55 %
+        assert 0.98 * sigma2 < power < 1.02 * sigma2
+        measured_snr = 10 * math.log10(x.abs().square().mean().item() / power)
+        assert snr_db - 0.1 < measured_snr < snr_db + 0.1
+        assert abs(noise.real.square().mean().item() - noise.imag.square().mean().item()) < 0.03 * sigma2
+
+
+def test_noise_is_a_function_of_key_only():
+    keys = keys_tensor([noise_key(5, 0, f, 1) for f in range(4)])
+    full = complex_normal(keys, (32,), "cpu")
+    single = complex_normal(keys[2:3], (32,), "cpu")
+    assert torch.equal(full[2:3], single)
+    other = complex_normal(keys_tensor([noise_key(5, 0, 2, 2)]), (32,), "cpu")
+    assert not torch.equal(single, other)
+
+
+@pytest.mark.parametrize("codec", ["uncoded", UNTRAINED_JSCC])
+def test_unit_average_power_exact_per_image(codec):
+    data = chain(["df"], size=16, count=3)
+    data["flows"][0]["codec"] = codec
+    sim = Simulation(parse_scenario(data))
+    x, _ = sim.flows[0].codecs[0].encode(sim.flows[0].images)
+    power = x.abs().square().flatten(1).mean(1)
+    assert torch.allclose(power, torch.ones_like(power), atol=1e-5)
+
+
+def test_uncoded_codec_round_trip_noiseless():
+    S = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    codec = UncodedCodec()
+    x, side = codec.encode(S)
+    S_hat = codec.decode(x, side, torch.full((2,), 200.0), (3, 8, 8))
+    assert torch.allclose(S_hat, S, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_q,b", [(4, "3/4"), (2, "1"), (4, "5/4"), (2, "3/2"), (2, "2")])
+@pytest.mark.parametrize("codec", ["uncoded", UNTRAINED_JSCC])
+def test_qf_bit_accounting(n_q, b, codec):
+    data = chain(["qf"], size=16, count=2)
+    data["nodes"][1]["qf"] = {"n_q": n_q, "b": b, "fit_images": 8}
+    data["flows"][0]["codec"] = codec
+    hops = run(data).hops
+    dst = hops[hops["node"] == "dst"]
+    k = 3 * 16 * 16 // 2 if codec == "uncoded" else 4 * 4 * 4  # c_out=8 -> 4 complex channels at H/4 x W/4
+    expected_bpp = float(2 * k * Fraction(b) / (16 * 16))
+    assert dst["bpp"].to_list() == pytest.approx([expected_bpp] * 2, rel=0, abs=1e-12)
+    assert (dst["payload_bits"] == 2 * k * Fraction(b)).all()
+    assert (dst["holds"] == "bits").all() and (dst["channel_symbols"] == 0).all()
+    assert dst["psnr"].notna().all()
+
+
+def test_same_seed_identical_records_and_other_seed_differs():
+    data = chain(["df", "af"], size=16, count=3)
+    a, b = run(data).hops, run(data).hops
+    pd.testing.assert_frame_equal(a, b)
+    c = run({**data, "seed": 8}).hops
+    assert not a["psnr"].equals(c["psnr"])
+
+
+@pytest.mark.parametrize("codec", ["uncoded", UNTRAINED_JSCC])
+def test_max_batch_does_not_change_per_frame_metrics(codec):
+    data = chain(["df", "qf"], size=16, count=6)
+    data["flows"][0]["codec"] = codec
+    data["flows"][0]["workload"]["arrivals"] = {"kind": "all_at_once"}
+    # Slow compute makes frames pile up at relays, so max_batch 16 really batches.
+    data["compute"] = {"per_image_s": 1.0}
+    one = run({**data, "max_batch": 1}).hops.sort_values(["frame", "hop"]).reset_index(drop=True)
+    many = run({**data, "max_batch": 16}).hops.sort_values(["frame", "hop"]).reset_index(drop=True)
+    assert many["done_s"].to_list() != one["done_s"].to_list()  # timing does depend on batching
+    for col in ("psnr", "ms_ssim", "snr_eff_db"):
+        assert many[col].to_numpy() == pytest.approx(one[col].to_numpy(), abs=1e-5, nan_ok=True)
+
+
+def test_af_relay_tracks_effective_snr():
+    hops = run(chain(["af"], snr_db=10.0, size=16, count=2)).hops
+    dst = hops[hops["node"] == "dst"]
+    s1 = s2 = 0.1  # sigma^2 at 10 dB
+    # y2 = a (x + n1) + n2 with a^2 ~ 1 / (1 + s1): effective SNR ~ 1 / (s1 + s2 (1 + s1))
+    expected = 10 * math.log10(1 / (s1 + s2 * (1 + s1)))
+    assert dst["snr_eff_db"].to_numpy() == pytest.approx([expected] * 2, abs=0.15)
+
+
+def test_hash_columns_unavailable_without_hasher():
+    hops = run(chain(["df"])).hops
+    assert (hops["hash_verdict"] == "unavailable").all()
+    assert hops["hash_bit_agreement"].isna().all()
+
+
+def test_periodic_and_poisson_arrivals():
+    data = chain(["df"], count=4)
+    data["flows"][0]["workload"]["arrivals"] = {"kind": "periodic", "interval_s": 0.5}
+    frames = run(data).frames
+    assert frames["created_s"].to_list() == pytest.approx([0.0, 0.5, 1.0, 1.5])
+    data["flows"][0]["workload"]["arrivals"] = {"kind": "poisson", "rate_hz": 10.0}
+    created = run(data).frames["created_s"]
+    assert created.is_monotonic_increasing and created.iloc[-1] > 0
+
+
+def test_two_flows_share_a_relay_and_queue():
+    data = chain(["df"], count=3)
+    data["nodes"].insert(1, {"id": "src2", "role": "source"})
+    data["links"].append({"src": "src2", "dst": "r1", "snr_db": 10.0})
+    data["flows"].append({"id": "f1", "source": "src2", "destination": "dst",
+                          "workload": {"images": {"source": "skimage", "size": 8, "count": 3, "offset": 3}}})
+    result = run(data)
+    assert set(result.frames["flow"]) == {"f0", "f1"}
+    out = result.hops[result.hops["node"] == "dst"]
+    assert (out["queue_wait_s"] > 0).any()  # both flows contend for the r1 -> dst transmitter
