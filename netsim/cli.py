@@ -35,8 +35,16 @@ def main() -> None:
 @click.argument("scenario_file", type=click.Path(dir_okay=False))
 def validate(scenario_file: str) -> None:
     """Check a scenario file; exit 2 with one line naming the field if it is wrong."""
+    from netsim.topology import check_routes
+
     sc = _load(scenario_file)
+    try:
+        routes = check_routes(sc)
+    except ScenarioError as err:
+        _fail(f"{scenario_file}: {err}")
     click.echo(f"ok: {scenario_file}: {len(sc.nodes)} nodes, {len(sc.links)} links, {len(sc.flows)} flows")
+    for flow, route in zip(sc.flows, routes):
+        click.echo(f"  {flow.id}: {' -> '.join(route)}")
 
 
 @main.command()

@@ -48,3 +48,9 @@ def resolve_route(graph: nx.DiGraph, flow: Flow, index: int) -> list[str]:
 
 def route_links(graph: nx.DiGraph, route: list[str]) -> list[Link]:
     return [graph.edges[a, b]["link"] for a, b in zip(route, route[1:])]
+
+
+def check_routes(scenario: Scenario) -> list[list[str]]:
+    """Resolve every flow's route (raises ScenarioError on the first bad one)."""
+    graph = build_graph(scenario)
+    return [resolve_route(graph, flow, i) for i, flow in enumerate(scenario.flows)]

@@ -49,9 +49,11 @@ PAPER_QF_PAIRS: tuple[tuple[int, Fraction], ...] = (
 #: centres is already far beyond what K-means can fit).
 MAX_BITS_PER_BLOCK = 24
 
-# Target number of distance-matrix entries per chunk in ``quantize`` (float32:
-# 4 bytes each).  Chosen by benchmarks/quantizer.py: small enough to stay in cache.
-_CHUNK_ELEMS = 1 << 18
+# Target number of score-matrix entries (K x rows) per chunk in ``quantize``: on CPU
+# small enough for the chunk's scores and keys to stay in L2 (tuned with
+# benchmarks/quantizer.py); on accelerators large, to amortise kernel launches.
+_CHUNK_ELEMS = 1 << 16
+_CHUNK_ELEMS_ACCEL = 1 << 24
 
 
 # ----------------------------------------------------------------------------
@@ -173,7 +175,7 @@ class VectorQuantizer:
         if not torch.isfinite(centres).all():
             raise ValueError("centres must be finite")
         self.centres: torch.Tensor = centres
-        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple, object] = {}
 
     # -- properties --------------------------------------------------------
     @property
@@ -268,41 +270,75 @@ class VectorQuantizer:
 
     # -- quantise / dequantise ---------------------------------------------
     def _centres_on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-2 * centres [K, n_q], ||centres||^2 [K, 1]) on ``device`` in ``dtype`` (cached)."""
         key = (str(device), dtype)
         hit = self._cache.get(key)
         if hit is None:
-            c = self.centres.to(device=device, dtype=dtype).contiguous()
-            hit = (c, (c * c).sum(dim=1))
+            c = self.centres.to(device=device, dtype=dtype)
+            hit = ((-2.0 * c).contiguous(), (c * c).sum(dim=1, keepdim=True).contiguous())
             self._cache[key] = hit
         return hit
+
+    def _plain_centres_on(self, device: torch.device) -> torch.Tensor:
+        """float32 centres [K, n_q] on ``device`` (cached)."""
+        key = (str(device), "plain")
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self.centres.to(device=device)
+            self._cache[key] = hit
+        return hit
+
+    def _default_chunk_rows(self, device: torch.device) -> int:
+        elems = _CHUNK_ELEMS if device.type == "cpu" else _CHUNK_ELEMS_ACCEL
+        return max(256, elems // self.n_codewords)
 
     def quantize_blocks(self, blocks: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
         """Nearest-centre indices (int64 [n]) for real blocks [n, n_q].
 
-        argmin_j ||a - c_j||^2 = argmin_j (||c_j||^2 - 2 a.c_j) (||a||^2 is constant per
-        row), computed with one ``addmm`` per chunk of rows; ties go to the lowest
-        index (``torch.argmin`` semantics).
+        ``argmin_j ||a - c_j||^2 = argmin_j (||c_j||^2 - 2 a.c_j)`` (``||a||^2`` is the same
+        for every j).  Per chunk of rows the scores are one ``addmm`` laid out [K, rows]; the
+        minimum over j is a value reduction (``amin``) and the index is recovered exactly as
+        ``amin_j (j + K * [score_j > min])``, i.e. the lowest j attaining the minimum score
+        (``torch.argmin`` tie-breaking) without the slow small-dim arg-reduction.
+        Rows containing NaN get an unspecified index.
         """
-        if blocks.dim() != 2 or blocks.shape[1] != self.n_q:
-            raise ValueError(f"blocks must have shape [n, {self.n_q}], got {list(blocks.shape)}")
+        if not isinstance(blocks, torch.Tensor) or blocks.dim() != 2 or blocks.shape[1] != self.n_q:
+            raise ValueError(
+                f"blocks must be a tensor of shape [n, {self.n_q}], got "
+                f"{list(blocks.shape) if isinstance(blocks, torch.Tensor) else type(blocks).__name__}"
+            )
+        if blocks.is_complex():
+            raise ValueError("blocks must be real; use quantize() for complex channel outputs")
         dtype = torch.float64 if blocks.dtype == torch.float64 else torch.float32
-        a = blocks.to(dtype)
-        c, c2 = self._centres_on(a.device, dtype)
-        n = a.shape[0]
-        if chunk_rows is None:
-            chunk_rows = max(256, _CHUNK_ELEMS // self.n_codewords)
-        out = torch.empty(n, dtype=torch.int64, device=a.device)
-        ct = c.t()
+        dev = blocks.device
+        K = self.n_codewords
+        n = blocks.shape[0]
+        out = torch.empty(n, dtype=torch.int64, device=dev)
+        if n == 0:
+            return out
+        if K == 1:  # cannot happen with n_q*b >= 1, kept for safety
+            return out.zero_()
         with torch.no_grad():
-            if n <= chunk_rows:
-                torch.argmin(torch.addmm(c2, a, ct, beta=1.0, alpha=-2.0), dim=1, out=out)
-            else:
-                buf = torch.empty(chunk_rows, self.n_codewords, dtype=dtype, device=a.device)
-                for s in range(0, n, chunk_rows):
-                    e = min(s + chunk_rows, n)
-                    d = buf[: e - s]
-                    torch.addmm(c2, a[s:e], ct, beta=1.0, alpha=-2.0, out=d)
-                    torch.argmin(d, dim=1, out=out[s:e])
+            a = blocks.detach().to(dtype)
+            cm2, c2 = self._centres_on(dev, dtype)
+            if chunk_rows is None:
+                chunk_rows = self._default_chunk_rows(dev)
+            chunk_rows = max(1, min(int(chunk_rows), n))
+            jcol = torch.arange(K, dtype=torch.int32, device=dev).unsqueeze(1)  # [K, 1]
+            scores = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
+            best = torch.empty(chunk_rows, dtype=dtype, device=dev)
+            keys = torch.empty(K, chunk_rows, dtype=torch.int32, device=dev)
+            idx = torch.empty(n, dtype=torch.int32, device=dev)
+            for s in range(0, n, chunk_rows):
+                e = min(s + chunk_rows, n)
+                m = e - s
+                d, mn, k = scores[:, :m], best[:m], keys[:, :m]
+                torch.addmm(c2, cm2, a[s:e].t(), out=d)          # [K, m] = ||c||^2 - 2 c.a
+                torch.amin(d, dim=0, out=mn)                    # [m]
+                torch.gt(d, mn, out=k)                          # 0 where minimal, else 1
+                torch.add(jcol, k, alpha=K, out=k)              # j + K * [not minimal]
+                torch.amin(k, dim=0, out=idx[s:e])              # lowest minimal j
+            out.copy_(idx)
         return out
 
     def quantize(self, y: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
@@ -314,9 +350,9 @@ class VectorQuantizer:
     def dequantize_blocks(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices (any shape) -> centres float32 [*indices.shape, n_q]."""
         self._check_indices(indices)
-        c, _ = self._centres_on(indices.device, torch.float32)
+        c = self._plain_centres_on(indices.device)
         flat = indices.reshape(-1).to(torch.int64)
-        return torch.index_select(c, 0, flat).reshape(*indices.shape, self.n_q)
+        return torch.nn.functional.embedding(flat, c).reshape(*indices.shape, self.n_q)
 
     def dequantize(self, indices: torch.Tensor, symbol_shape: Sequence[int] | torch.Size) -> torch.Tensor:
         """Indices int64 [B, n_blocks] -> reconstructed channel outputs complex64 [B, *symbol_shape]."""
@@ -341,7 +377,12 @@ class VectorQuantizer:
         if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.is_complex() \
                 or indices.dtype == torch.bool:
             raise ValueError("indices must be an integer tensor")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.n_codewords):
+        if indices.numel():
+            lo, hi = torch.aminmax(indices)
+            ok = int(lo) >= 0 and int(hi) < self.n_codewords
+        else:
+            ok = True
+        if not ok:
             raise ValueError(
                 f"indices must lie in [0, {self.n_codewords}) for a codebook of {self.n_codewords} centres"
             )

@@ -169,7 +169,7 @@ class Simulation:
         try:
             metric = LpipsMetric.load(self.scenario.lpips_weights, device=self.device)
         except LpipsUnavailable as err:
-            msg = f"LPIPS unavailable, reported as NaN: {err}"
+            msg = f"{err} -> LPIPS reported as NaN"
             warnings.warn(msg, stacklevel=2)
             self.notes.append(msg)
             return None
@@ -177,11 +177,18 @@ class Simulation:
         return metric
 
     def _prepare_quantizers(self) -> None:
-        """Load or fit each QF relay's codebook (fitted on the first flow through it)."""
+        """Load or fit the codebook of each QF relay that receives symbols (fitted on the first flow
+        through it). A QF relay that only ever receives bits forwards them and needs none."""
         for flow in self.flows:
+            carries_bits = False
             for pos, node_id in enumerate(flow.route[1:-1], start=1):
                 node = self.nodes[node_id]
-                if node.spec.mode != "qf" or node.quantizer is not None:
+                if node.spec.mode == "df":
+                    carries_bits = False
+                if node.spec.mode != "qf" or carries_bits:
+                    continue
+                carries_bits = True
+                if node.quantizer is not None:
                     continue
                 settings = node.spec.qf or QFSettings()
                 if settings.codebook:
