@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -29,6 +30,7 @@ def _load(path: str, device: str | None = None):
 @click.version_option(package_name="netsim")
 def main() -> None:
     """netsim: multi-hop semantic image transmission, simulated."""
+    warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"
 
 
 @main.command()

@@ -67,3 +67,23 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> list[Path
     axes[0].legend(title="flow", fontsize=8)
     fig.suptitle(f"{run_dir.name}: per-hop metrics (mean, 95% CI)")
     return save_figure(fig, out / "per_hop")
+
+
+def save_sample_grids(samples: dict, sources: dict, directory: str | Path) -> list[Path]:
+    """One PNG per flow: a row per frame, the source image then what each hop held."""
+    from PIL import Image
+
+    paths = []
+    for flow in sorted({key[0] for key in samples}):
+        frames = sorted({key[1] for key in samples if key[0] == flow})
+        hops = sorted({key[2] for key in samples if key[0] == flow})
+        rows = []
+        for frame in frames:
+            tiles = [sources[(flow, frame)]] + [samples.get((flow, frame, h), sources[(flow, frame)] * 0) for h in hops]
+            rows.append(np.concatenate([(t.permute(1, 2, 0).numpy() * 255).round() for t in tiles], axis=1))
+        grid = np.concatenate(rows, axis=0).clip(0, 255).astype(np.uint8)
+        path = Path(directory) / f"samples-{flow}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(grid).save(tmp, format="png")
+        paths.append(path)
+    return paths

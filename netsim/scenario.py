@@ -192,6 +192,7 @@ class Scenario(_Strict):
     compute: Compute = Compute()
     max_batch: int = Field(16, ge=1, le=4096)
     batch_window_s: float = Field(0.0, ge=0, description="how long an idle node waits to fill a batch")
+    save_images: int = Field(0, ge=0, le=64, description="first N frames per flow: save each hop's image")
 
     @model_validator(mode="after")
     def _references(self) -> "Scenario":

@@ -167,3 +167,54 @@ def test_two_flows_share_a_relay_and_queue():
     assert set(result.frames["flow"]) == {"f0", "f1"}
     out = result.hops[result.hops["node"] == "dst"]
     assert (out["queue_wait_s"] > 0).any()  # both flows contend for the r1 -> dst transmitter
+
+
+@pytest.fixture
+def random_hasher(tmp_path):
+    """A DHD with random weights saved in a temporary zoo: exercises the hash path, not its quality."""
+    from netsim.nn import build_model, save_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model("dhd", backbone="small-cnn", n_bits=64, n_classes=10)
+    return str(save_model(model, "dhd-random", {"note": "untrained, test only"}, directory=tmp_path))
+
+
+def test_hash_checks_with_a_hasher(random_hasher):
+    data = chain(["df"], snr_db=40.0, size=16, count=3)
+    data["hash_check"] = {"model": random_hasher, "threshold_bits": 64}
+    result = run(data)
+    hops = result.hops[result.hops["hop"] > 0]
+    assert hops["hash_bit_agreement"].between(0.0, 1.0).all()
+    assert (hops["hash_bit_agreement"] > 0.9).all()  # 40 dB: the image barely changes
+    assert (hops["hash_verdict"] == "match").all()
+    assert (hops["side_info_bits"] == 64 + 64).all()  # hash sign bits + uncoded mean/scale
+    assert "dhd-random" in result.manifest["weights_sha256"]
+
+
+def test_drop_policy_stops_mismatching_frames(random_hasher):
+    data = chain(["df"], snr_db=-10.0, size=16, count=4)
+    data["hash_check"] = {"model": random_hasher, "threshold_bits": 0, "policy": "drop"}
+    result = run(data)
+    dropped = result.frames[result.frames["outcome"] == "dropped"]
+    assert len(dropped) > 0 and (dropped["final_node"] == "r1").all()
+    reached = set(result.hops.loc[result.hops["node"] == "dst", "frame"])
+    assert reached.isdisjoint(dropped["frame"])
+    assert len(result.frames) == 4  # every frame has an end-to-end row
+
+
+def test_lpips_column_with_real_weights(lpips_npz):
+    data = chain(["df"], snr_db=5.0, size=32, count=2, metrics=["psnr", "lpips"], lpips_weights=str(lpips_npz))
+    result = run(data)
+    hops = result.hops[result.hops["hop"] > 0]
+    assert hops["lpips"].between(0.0, 1.5).all()
+    assert result.manifest["lpips"]["source"] == str(lpips_npz)
+
+
+def test_lpips_unavailable_is_nan_and_noted(tmp_path, monkeypatch):
+    monkeypatch.delenv("NETSIM_LPIPS_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.warns(UserWarning, match="LPIPS"):
+        result = run(chain(["df"], metrics=["psnr", "lpips"]))
+    assert result.hops["lpips"].isna().all()
+    assert any("LPIPS" in note for note in result.manifest["notes"])

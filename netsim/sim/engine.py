@@ -97,10 +97,10 @@ class FlowRuntime:
     images: torch.Tensor
     image_ids: list[str]
     n_frames: int
+    hw: tuple[int, int] = (0, 0)
 
-    @property
-    def hw(self) -> tuple[int, int]:
-        return tuple(self.images.shape[-2:])
+    def __post_init__(self) -> None:
+        self.hw = tuple(self.images.shape[-2:])
 
 
 @dataclass
@@ -160,6 +160,7 @@ class Simulation:
         self._prepare_quantizers()
         self.hop_records: list[dict] = []
         self.frame_records: list[dict] = []
+        self.samples: dict[tuple[str, int, int], torch.Tensor] = {}  # (flow, frame, hop) -> image
         self._rng = {f.index: np.random.default_rng([scenario.seed, f.index, 1]) for f in self.flows}
 
     # ----------------------------------------------------------------------------------- setup
@@ -337,8 +338,9 @@ class Simulation:
         for group in _grouped(frames, lambda f: (id(f.flow.codecs[f.codec_hop]), f.symbol_shape, f.flow.hw)).values():
             codec = group[0].flow.codecs[group[0].codec_hop]
             y = torch.stack([self._unquantized_symbols(f) for f in group])
-            gain = torch.tensor([1.0 / math.sqrt(f.sig_power) for f in group], device=y.device)
-            y = y * gain.view(-1, *([1] * (y.dim() - 1)))
+            if any(f.sig_power != 1.0 for f in group):  # after AF relays: restore unit signal gain
+                gain = torch.tensor([1.0 / math.sqrt(f.sig_power) for f in group], device=y.device)
+                y = y * gain.view(-1, *([1] * (y.dim() - 1)))
             snr = torch.tensor([f.snr_eff_db for f in group], device=y.device).clamp(max=100.0)
             side = torch.stack([f.side for f in group]) if group[0].side is not None else None
             S_hat = codec.decode(y, side, snr, (3, *group[0].flow.hw))
@@ -423,6 +425,8 @@ class Simulation:
                     values["hash_verdict"] = ["match" if d <= self.scenario.hash_check.threshold_bits else "mismatch"
                                               for d in dist]
             for j, f in enumerate(group):
+                if f.index < self.scenario.save_images:
+                    self.samples[(f.flow.id, f.index, f.hop + 1)] = R[j].cpu()
                 rec = out[pos[id(f)]]
                 for name, vals in values.items():
                     rec[name] = vals[j]

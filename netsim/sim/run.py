@@ -7,6 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
+from netsim.plots import save_sample_grids
 from netsim.results import build_manifest, write_json, write_table
 from netsim.scenario import Scenario
 from netsim.sim.engine import Simulation
@@ -40,4 +41,8 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None,
         write_table(hops, run_dir, "hops")
         write_table(frames, run_dir, "frames")
         write_json(manifest, run_dir / "manifest.json")
+        if sim.samples:
+            sources = {(f.id, k): f.images[k % f.images.shape[0]].cpu()
+                       for f in sim.flows for k in range(min(scenario.save_images, f.n_frames))}
+            save_sample_grids(sim.samples, sources, run_dir)
     return RunResult(run_dir, hops, frames, manifest)

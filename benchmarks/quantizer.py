@@ -1,0 +1,116 @@
+"""Throughput of the QF vector quantiser against scikit-learn's KMeans.predict.
+
+For (N_Q, b) = (2, 2) (16 centres) and (4, 5/4) (32 centres) a codebook is fitted with
+``VectorQuantizer.fit`` on Gaussian channel outputs (fixed seed).  The same codebook
+is put into a scikit-learn ``KMeans`` object, and on the same ~1,000,000 blocks we time
+
+* ours:    ``VectorQuantizer.quantize`` + ``VectorQuantizer.dequantize`` (complex in, complex out)
+* sklearn: ``KMeans.predict`` only (labels; no reconstruction)
+
+with the repetitions of the two interleaved (so that load from other processes hits
+both alike), reporting the median.  Each thread count is applied to both: torch via
+``torch.set_num_threads`` and scikit-learn's OpenMP via ``threadpoolctl``.
+
+Run:  python benchmarks/quantizer.py [--blocks 1000000] [--reps 7] [--threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from netsim.phy.quantizer import VectorQuantizer
+
+PAIRS = [(2, "2"), (4, "5/4")]
+
+
+def _sklearn_with_centres(centres: np.ndarray, seed: int) -> KMeans:
+    """A fitted KMeans whose cluster_centers_ are exactly ``centres``."""
+    K = centres.shape[0]
+    km = KMeans(n_clusters=K, n_init=1, max_iter=1, random_state=seed)
+    km.fit(centres)  # K points, K clusters: only to initialise the fitted state
+    km.cluster_centers_ = np.ascontiguousarray(centres.copy())
+    return km
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--blocks", type=int, default=1_000_000, help="blocks per measurement")
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions (median reported)")
+    ap.add_argument("--threads", type=int, nargs="*", default=None,
+                    help="thread counts to measure (default: 1 and torch's default, as-is)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    default_threads = torch.get_num_threads()
+    threads = args.threads or sorted({1, default_threads})
+    print(f"torch {torch.__version__}, torch default threads (as-is) = {default_threads}, "
+          f"os.cpu_count() = {os.cpu_count()}, load average = {os.getloadavg()}")
+    print("OpenMP/BLAS pools:", ", ".join(f"{p['internal_api']}:{p['num_threads']}" for p in threadpool_info()))
+    print(f"thread counts measured (torch and sklearn alike): {threads}")
+
+    g = torch.Generator().manual_seed(args.seed)
+    rows = []
+    for n_q, b in PAIRS:
+        # --- codebook, fitted on held-out Gaussian "channel outputs" --------------
+        train = torch.randn(400, 500 * n_q, dtype=torch.complex64, generator=g)  # 400k blocks
+        t0 = time.perf_counter()
+        vq = VectorQuantizer.fit(train, n_q, b, seed=args.seed)  # subsamples 200k blocks
+        fit_s = time.perf_counter() - t0
+        km = _sklearn_with_centres(vq.centres.numpy(), args.seed)
+
+        # --- test blocks: B images x 1000 blocks each -----------------------------
+        B = max(1, args.blocks // 1000)
+        y = torch.randn(B, 1000 * n_q // 2, dtype=torch.complex64, generator=g)
+        n_blocks = B * 1000
+        X = torch.view_as_real(y).reshape(-1, n_q).numpy()  # same blocks, float32 view
+        shape = y.shape[1:]
+
+        def ours():
+            return vq.dequantize(vq.quantize(y), shape)
+
+        def theirs():
+            return km.predict(X)
+
+        for t in threads:
+            with threadpool_limits(limits=t):
+                torch.set_num_threads(t)
+                agree = float(np.mean(vq.quantize(y).reshape(-1).numpy() == km.predict(X)))
+                ours(), theirs()  # warm-up
+                t_ours, t_sk = [], []
+                for _ in range(args.reps):
+                    t_ours.append(_time(ours))
+                    t_sk.append(_time(theirs))
+            mo, ms = statistics.median(t_ours), statistics.median(t_sk)
+            rows.append((n_q, b, vq.n_codewords, t, n_blocks, mo, ms, agree, fit_s))
+        torch.set_num_threads(default_threads)
+
+    hdr = (f"{'(N_Q, b)':>10} {'K':>4} {'thr':>4} {'blocks':>9} {'ours ms':>9} {'ours Mblk/s':>12} "
+           f"{'sk ms':>9} {'sk Mblk/s':>10} {'ours/sk':>8} {'agree':>7} {'fit s':>6}")
+    print()
+    print("ours = quantize + dequantize (torch); sk = KMeans.predict only; median of "
+          f"{args.reps} interleaved repetitions")
+    print(hdr)
+    print("-" * len(hdr))
+    for n_q, b, K, t, n, mo, ms, agree, fit_s in rows:
+        print(f"{f'({n_q}, {b})':>10} {K:>4} {t:>4} {n:>9} {mo * 1e3:>9.1f} {n / mo / 1e6:>12.2f} "
+              f"{ms * 1e3:>9.1f} {n / ms / 1e6:>10.2f} {ms / mo:>8.2f} {agree:>7.4f} {fit_s:>6.1f}")
+    print()
+    print("ours/sk = throughput ratio (sklearn time / our time); target >= 1.0")
+
+
+if __name__ == "__main__":
+    main()
