@@ -7,11 +7,12 @@ is put into a scikit-learn ``KMeans`` object, and on the same ~1,000,000 blocks 
 * ours:    ``VectorQuantizer.quantize`` + ``VectorQuantizer.dequantize`` (complex in, complex out)
 * sklearn: ``KMeans.predict`` only (labels; no reconstruction)
 
-with the repetitions of the two interleaved (so that load from other processes hits
-both alike), reporting the median.  Each thread count is applied to both: torch via
+in alternating blocks of repetitions (so that load from other processes hits both
+alike; each block starts with an untimed warm-up), reporting the median.  Each thread count is applied to both: torch via
 ``torch.set_num_threads`` and scikit-learn's OpenMP via ``threadpoolctl``.
 
-Run:  python benchmarks/quantizer.py [--blocks 1000000] [--reps 7] [--threads 1 2]
+Run:  python benchmarks/quantizer.py [--blocks 1000000] [--reps 5] [--rounds 3] [--threads 1 2]
+      [--chunk-rows 1024 4096 ...] [--gpu]
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ def _time(fn) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--blocks", type=int, default=1_000_000, help="blocks per measurement")
-    ap.add_argument("--reps", type=int, default=7, help="timed repetitions (median reported)")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per round (median reported)")
     ap.add_argument("--threads", type=int, nargs="*", default=None,
                     help="thread counts to measure (default: 1 and torch's default, as-is)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating blocks of repetitions")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk-rows", type=int, nargs="*", default=None,
+                    help="also sweep these chunk_rows values for ours")
+    ap.add_argument("--gpu", action="store_true", help="also time ours on CUDA (if available)")
     args = ap.parse_args()
 
     default_threads = torch.get_num_threads()
@@ -89,24 +94,48 @@ def main() -> None:
             with threadpool_limits(limits=t):
                 torch.set_num_threads(t)
                 agree = float(np.mean(vq.quantize(y).reshape(-1).numpy() == km.predict(X)))
-                ours(), theirs()  # warm-up
                 t_ours, t_sk = [], []
-                for _ in range(args.reps):
-                    t_ours.append(_time(ours))
-                    t_sk.append(_time(theirs))
+                for _ in range(args.rounds):  # alternate blocks of repetitions
+                    ours()  # untimed warm-up (also lets the other OpenMP pool go idle)
+                    t_ours += [_time(ours) for _ in range(args.reps)]
+                    theirs()
+                    t_sk += [_time(theirs) for _ in range(args.reps)]
             mo, ms = statistics.median(t_ours), statistics.median(t_sk)
-            rows.append((n_q, b, vq.n_codewords, t, n_blocks, mo, ms, agree, fit_s))
+            rows.append((f"({n_q}, {b})", vq.n_codewords, t, n_blocks, mo, ms, agree, fit_s))
+
+            if args.chunk_rows:  # optional sweep of our chunk size (same threads)
+                with threadpool_limits(limits=t):
+                    torch.set_num_threads(t)
+                    for cr in args.chunk_rows:
+                        f = lambda: vq.dequantize(vq.quantize(y, chunk_rows=cr), shape)  # noqa: E731
+                        f()
+                        tc = statistics.median(_time(f) for _ in range(args.reps))
+                        print(f"  chunk sweep ({n_q}, {b}) threads={t} chunk_rows={cr}: "
+                              f"{tc * 1e3:.1f} ms ({ms / tc:.2f} x sklearn)")
         torch.set_num_threads(default_threads)
+
+        if args.gpu and torch.cuda.is_available():  # ours on the accelerator (no sklearn there)
+            yg = y.cuda()
+            fg = lambda: vq.dequantize(vq.quantize(yg), shape)  # noqa: E731
+            fg(); torch.cuda.synchronize()
+            tg = []
+            for _ in range(args.reps):
+                torch.cuda.synchronize(); t0 = time.perf_counter()
+                fg(); torch.cuda.synchronize()
+                tg.append(time.perf_counter() - t0)
+            agree_g = float((vq.quantize(yg).cpu().reshape(-1).numpy() == km.predict(X)).mean())
+            rows.append((f"({n_q}, {b})", vq.n_codewords, "cuda", n_blocks, statistics.median(tg),
+                         float("nan"), agree_g, fit_s))
 
     hdr = (f"{'(N_Q, b)':>10} {'K':>4} {'thr':>4} {'blocks':>9} {'ours ms':>9} {'ours Mblk/s':>12} "
            f"{'sk ms':>9} {'sk Mblk/s':>10} {'ours/sk':>8} {'agree':>7} {'fit s':>6}")
     print()
     print("ours = quantize + dequantize (torch); sk = KMeans.predict only; median of "
-          f"{args.reps} interleaved repetitions")
+          f"{args.rounds} x {args.reps} repetitions in alternating blocks; thr = thread count")
     print(hdr)
     print("-" * len(hdr))
-    for n_q, b, K, t, n, mo, ms, agree, fit_s in rows:
-        print(f"{f'({n_q}, {b})':>10} {K:>4} {t:>4} {n:>9} {mo * 1e3:>9.1f} {n / mo / 1e6:>12.2f} "
+    for pair, K, t, n, mo, ms, agree, fit_s in rows:
+        print(f"{pair:>10} {K:>4} {t:>4} {n:>9} {mo * 1e3:>9.1f} {n / mo / 1e6:>12.2f} "
               f"{ms * 1e3:>9.1f} {n / ms / 1e6:>10.2f} {ms / mo:>8.2f} {agree:>7.4f} {fit_s:>6.1f}")
     print()
     print("ours/sk = throughput ratio (sklearn time / our time); target >= 1.0")

@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests run tiny tensors, for which one intra-op thread beats two (no OpenMP hand-off).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NETSIM_SHARED", REPO.parent / "shared"))

@@ -121,6 +121,7 @@ def test_same_seed_identical_records_and_other_seed_differs():
 @pytest.mark.parametrize("codec", ["uncoded", UNTRAINED_JSCC])
 def test_max_batch_does_not_change_per_frame_metrics(codec):
     data = chain(["df", "qf"], size=16, count=6)
+    data["nodes"][2]["qf"] = {"n_q": 2, "b": 1, "fit_images": 8}
     data["flows"][0]["codec"] = codec
     data["flows"][0]["workload"]["arrivals"] = {"kind": "all_at_once"}
     # Slow compute makes frames pile up at relays, so max_batch 16 really batches.

@@ -357,11 +357,14 @@ class Simulation:
     @staticmethod
     def _amplify(frames: list[Frame]) -> None:
         """AF: rescale y to unit average power; signal and noise scale alike."""
-        for f in frames:
-            power = float(f.payload.abs().square().mean())
-            f.payload = f.payload / math.sqrt(power)
-            f.sig_power /= power
-            f.noise_power /= power
+        for group in _grouped(frames, lambda f: f.symbol_shape).values():
+            y = torch.stack([f.payload for f in group])
+            power = y.abs().square().flatten(1).mean(1)
+            y = y * power.rsqrt().view(-1, *([1] * (y.dim() - 1)))
+            for f, row, p in zip(group, y, power.tolist()):
+                f.payload = row
+                f.sig_power /= p
+                f.noise_power /= p
 
     # ----------------------------------------------------------------------------------- links
     def _transmit(self, node: NodeRuntime, frames: list[Frame]) -> None:
