@@ -4,7 +4,9 @@ For (N_Q, b) = (2, 2) (16 centres) and (4, 5/4) (32 centres) a codebook is fitte
 ``VectorQuantizer.fit`` on Gaussian channel outputs (fixed seed).  The same codebook
 is put into a scikit-learn ``KMeans`` object, and on the same ~1,000,000 blocks we time
 
-* ours:    ``VectorQuantizer.quantize`` + ``VectorQuantizer.dequantize`` (complex in, complex out)
+* ours:    ``VectorQuantizer.quantize`` + ``VectorQuantizer.dequantize`` (complex in, complex
+           out) with the library default ``cpu_threads=1`` for the chunk loop, and again
+           ("ours_mt") with ``cpu_threads=None``, i.e. on torch's intra-op threads
 * sklearn: ``KMeans.predict`` only (labels; no reconstruction)
 
 in alternating blocks of repetitions (so that load from other processes hits both
@@ -84,8 +86,11 @@ def main() -> None:
         X = torch.view_as_real(y).reshape(-1, n_q).numpy()  # same blocks, float32 view
         shape = y.shape[1:]
 
-        def ours():
+        def ours():  # library default: chunk loop single-threaded (cpu_threads=1)
             return vq.dequantize(vq.quantize(y), shape)
+
+        def ours_mt():  # chunk loop on torch's current intra-op threads
+            return vq.dequantize(vq.quantize(y, cpu_threads=None), shape)
 
         def theirs():
             return km.predict(X)
@@ -94,51 +99,57 @@ def main() -> None:
             with threadpool_limits(limits=t):
                 torch.set_num_threads(t)
                 agree = float(np.mean(vq.quantize(y).reshape(-1).numpy() == km.predict(X)))
-                t_ours, t_sk = [], []
+                times = {f: [] for f in (ours, ours_mt, theirs)}
                 for _ in range(args.rounds):  # alternate blocks of repetitions
-                    ours()  # untimed warm-up (also lets the other OpenMP pool go idle)
-                    t_ours += [_time(ours) for _ in range(args.reps)]
-                    theirs()
-                    t_sk += [_time(theirs) for _ in range(args.reps)]
-            mo, ms = statistics.median(t_ours), statistics.median(t_sk)
-            rows.append((f"({n_q}, {b})", vq.n_codewords, t, n_blocks, mo, ms, agree, fit_s))
+                    for f, ts in times.items():
+                        f()  # untimed warm-up (also lets the other OpenMP pool go idle)
+                        ts += [_time(f) for _ in range(args.reps)]
+                med = {f.__name__: statistics.median(ts) for f, ts in times.items()}
+                rows.append((f"({n_q}, {b})", vq.n_codewords, str(t), n_blocks, med["ours"],
+                             med["ours_mt"], med["theirs"], agree, fit_s))
 
-            if args.chunk_rows:  # optional sweep of our chunk size (same threads)
-                with threadpool_limits(limits=t):
-                    torch.set_num_threads(t)
-                    for cr in args.chunk_rows:
-                        f = lambda: vq.dequantize(vq.quantize(y, chunk_rows=cr), shape)  # noqa: E731
-                        f()
-                        tc = statistics.median(_time(f) for _ in range(args.reps))
-                        print(f"  chunk sweep ({n_q}, {b}) threads={t} chunk_rows={cr}: "
-                              f"{tc * 1e3:.1f} ms ({ms / tc:.2f} x sklearn)")
+                for cr in args.chunk_rows or []:  # optional sweep of our chunk size
+                    f = lambda: vq.dequantize(vq.quantize(y, chunk_rows=cr), shape)  # noqa: E731
+                    f()
+                    tc = statistics.median(_time(f) for _ in range(args.reps))
+                    print(f"  chunk sweep ({n_q}, {b}) threads={t} chunk_rows={cr}: "
+                          f"{tc * 1e3:.1f} ms ({med['theirs'] / tc:.2f} x sklearn)")
         torch.set_num_threads(default_threads)
 
         if args.gpu and torch.cuda.is_available():  # ours on the accelerator (no sklearn there)
             yg = y.cuda()
             fg = lambda: vq.dequantize(vq.quantize(yg), shape)  # noqa: E731
-            fg(); torch.cuda.synchronize()
+            fg()
+            torch.cuda.synchronize()
             tg = []
-            for _ in range(args.reps):
-                torch.cuda.synchronize(); t0 = time.perf_counter()
-                fg(); torch.cuda.synchronize()
+            for _ in range(args.reps * args.rounds):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fg()
+                torch.cuda.synchronize()
                 tg.append(time.perf_counter() - t0)
             agree_g = float((vq.quantize(yg).cpu().reshape(-1).numpy() == km.predict(X)).mean())
+            nan = float("nan")
             rows.append((f"({n_q}, {b})", vq.n_codewords, "cuda", n_blocks, statistics.median(tg),
-                         float("nan"), agree_g, fit_s))
+                         nan, nan, agree_g, fit_s))
 
-    hdr = (f"{'(N_Q, b)':>10} {'K':>4} {'thr':>4} {'blocks':>9} {'ours ms':>9} {'ours Mblk/s':>12} "
-           f"{'sk ms':>9} {'sk Mblk/s':>10} {'ours/sk':>8} {'agree':>7} {'fit s':>6}")
+    hdr = (f"{'(N_Q, b)':>10} {'K':>4} {'thr':>4} {'blocks':>9} {'ours ms':>8} {'Mblk/s':>7} "
+           f"{'sk ms':>8} {'Mblk/s':>7} {'ours/sk':>8} | {'ours_mt ms':>10} {'mt/sk':>6} "
+           f"{'agree':>7} {'fit s':>6}")
     print()
-    print("ours = quantize + dequantize (torch); sk = KMeans.predict only; median of "
-          f"{args.rounds} x {args.reps} repetitions in alternating blocks; thr = thread count")
+    print("ours    = quantize + dequantize, library default (chunk loop on 1 intra-op thread)")
+    print("ours_mt = the same with cpu_threads=None (chunk loop on torch's `thr` threads)")
+    print("sk      = KMeans.predict only, on `thr` OpenMP threads (threadpoolctl)")
+    print(f"median of {args.rounds} x {args.reps} repetitions in alternating blocks; "
+          f"thr = torch.set_num_threads / sklearn thread count")
     print(hdr)
     print("-" * len(hdr))
-    for pair, K, t, n, mo, ms, agree, fit_s in rows:
-        print(f"{pair:>10} {K:>4} {t:>4} {n:>9} {mo * 1e3:>9.1f} {n / mo / 1e6:>12.2f} "
-              f"{ms * 1e3:>9.1f} {n / ms / 1e6:>10.2f} {ms / mo:>8.2f} {agree:>7.4f} {fit_s:>6.1f}")
+    for pair, K, t, n, mo, mmt, ms, agree, fit_s in rows:
+        print(f"{pair:>10} {K:>4} {t:>4} {n:>9} {mo * 1e3:>8.1f} {n / mo / 1e6:>7.1f} "
+              f"{ms * 1e3:>8.1f} {n / ms / 1e6:>7.1f} {ms / mo:>8.2f} | {mmt * 1e3:>10.1f} "
+              f"{ms / mmt:>6.2f} {agree:>7.4f} {fit_s:>6.1f}")
     print()
-    print("ours/sk = throughput ratio (sklearn time / our time); target >= 1.0")
+    print("ours/sk, mt/sk = throughput ratio (sklearn time / our time); target >= 1.0")
 
 
 if __name__ == "__main__":

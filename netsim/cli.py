@@ -127,5 +127,11 @@ def models(directory: str | None) -> None:
         click.echo(f"{card['name']:32s} {card['arch']:18s} {shown}")
 
 
+from netsim.train.commands import eval_group, train_group  # noqa: E402
+
+main.add_command(train_group, "train")
+main.add_command(eval_group, "eval")
+
+
 if __name__ == "__main__":
     main()

@@ -95,10 +95,6 @@ def test_find_lpips_backbone_order(no_lpips_config, monkeypatch):
     ckpt = no_lpips_config / "hub" / "checkpoints"
     ckpt.mkdir(parents=True)
     assert find_lpips_backbone() is None
-    (ckpt / "alexnet-owt-0123abcd.pth").touch()
-    assert find_lpips_backbone() == ckpt / "alexnet-owt-0123abcd.pth"
-    (ckpt / "alexnet-owt-7be5be79.pth").touch()
-    assert find_lpips_backbone() == ckpt / "alexnet-owt-7be5be79.pth"
     env_file = no_lpips_config / "env.npz"
     env_file.touch()
     monkeypatch.setenv(lpips_metric.ENV_VAR, str(env_file))
@@ -106,6 +102,11 @@ def test_find_lpips_backbone_order(no_lpips_config, monkeypatch):
     explicit = no_lpips_config / "explicit.npz"
     explicit.touch()
     assert find_lpips_backbone(explicit) == explicit
+    # torch's cache comes first
+    (ckpt / "alexnet-owt-0123abcd.pth").touch()
+    assert find_lpips_backbone(explicit) == ckpt / "alexnet-owt-0123abcd.pth"
+    (ckpt / "alexnet-owt-7be5be79.pth").touch()
+    assert find_lpips_backbone(explicit) == ckpt / "alexnet-owt-7be5be79.pth"
 
 
 needs_weights = pytest.mark.skipif(not LPIPS_NPZ.is_file(), reason=f"{LPIPS_NPZ} absent")

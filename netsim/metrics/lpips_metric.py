@@ -36,20 +36,25 @@ def _hub_checkpoints() -> Path:
 def find_lpips_backbone(explicit: str | Path | None = None) -> Path | None:
     """Path of the AlexNet trunk weights (``.npz`` or torchvision ``.pth``), or None.
 
-    Looks, in order, at ``explicit``, the environment variable ``NETSIM_LPIPS_WEIGHTS``, and
-    torch's hub cache ``<torch.hub.get_dir()>/checkpoints/alexnet-owt-7be5be79.pth`` (then any
-    ``alexnet-owt-*.pth`` there). A path given by the argument or the variable that is not a
-    file raises LpipsUnavailable instead of being skipped silently.
+    Looks, in order (as issue 2 specifies), at torch's hub cache
+    ``<torch.hub.get_dir()>/checkpoints/alexnet-owt-7be5be79.pth`` (then any ``alexnet-owt-*.pth``
+    there: what ``lpips`` downloads on a connected machine), then ``explicit`` (the scenario's
+    ``lpips_weights``), then the environment variable ``NETSIM_LPIPS_WEIGHTS``. A path given by
+    the argument or the variable that is not a file raises LpipsUnavailable instead of being
+    skipped silently. The source used is recorded in each run's manifest.
     """
+    ckpt = _hub_checkpoints()
+    candidates = [ckpt / TORCHVISION_FILE, *sorted(ckpt.glob("alexnet-owt-*.pth"))]
+    cached = next((p for p in candidates if p.is_file()), None)
+    if cached is not None:
+        return cached
     for origin, value in (("argument", explicit), (f"${ENV_VAR}", os.environ.get(ENV_VAR))):
         if value:
             path = Path(value).expanduser()
             if not path.is_file():
                 raise LpipsUnavailable(f"LPIPS weights {path} (given by {origin}) is not a file")
             return path
-    ckpt = _hub_checkpoints()
-    candidates = [ckpt / TORCHVISION_FILE, *sorted(ckpt.glob("alexnet-owt-*.pth"))]
-    return next((p for p in candidates if p.is_file()), None)
+    return None
 
 
 def _read_tensors(path: Path) -> dict[str, Tensor]:

@@ -18,7 +18,7 @@ from netsim.nn.registry import register_model
 
 __all__ = ["DeepJSCC", "DeepJSCCMultiHop", "SIZES"]
 
-SIZES = ("small", "paper")
+SIZES = ("small", "base", "paper")
 PAPER_WIDTH = 256  # N of Yilmaz et al. 2023: ~22M parameters, ~89 MB float32 (paper: 89.2 MB)
 
 
@@ -141,6 +141,44 @@ def _small_codec(ch: int, c_out: int, a: int = 32, b: int = 96) -> tuple[nn.Modu
     return enc, dec
 
 
+class PReLUResBlock(nn.Module):
+    """x -> PReLU(x + conv3(PReLU(conv3(x)))): a GDN-free, normalisation-free residual unit ("base")."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv3(ch, ch), nn.PReLU(ch), _conv3(ch, ch))
+        self.act = nn.PReLU(ch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(x + self.body(x))
+
+
+def _base_codec(ch: int, c_out: int, a: int = 64, b: int = 128) -> tuple[nn.Module, nn.Module]:
+    """Mid-sized CPU-trainable codec, ~1.75M params at c_out = 16.
+
+    ::
+
+        enc: conv5 s2 (C->a) PReLU [H/2] - RB(a) - conv3 s2 (a->b) PReLU [H/4] - RB(b) - RB(b) - conv3 (b->c_out)
+        dec: conv3 (c_out->b) PReLU - RB(b) - RB(b) - conv3 (b->4a) shuffle2 PReLU [H/2] - RB(a)
+             - conv3 (a->4C) shuffle2 [H] - sigmoid
+
+    RB = ``PReLUResBlock``; upsampling by sub-pixel convolution (PixelShuffle).
+    """
+    enc = nn.Sequential(
+        nn.Conv2d(ch, a, 5, 2, 2), nn.PReLU(a), PReLUResBlock(a),
+        _conv3(a, b, 2), nn.PReLU(b), PReLUResBlock(b), PReLUResBlock(b), _conv3(b, c_out),
+    )
+    dec = nn.Sequential(
+        _conv3(c_out, b), nn.PReLU(b), PReLUResBlock(b), PReLUResBlock(b),
+        _conv3(b, 4 * a), nn.PixelShuffle(2), nn.PReLU(a), PReLUResBlock(a),
+        _conv3(a, 4 * ch), nn.PixelShuffle(2), nn.Sigmoid(),
+    )
+    return enc, dec
+
+
+_BUILDERS = {"small": _small_codec, "base": _base_codec, "paper": _paper_codec}
+
+
 # ---------------------------------------------------------------- codecs
 
 @register_model("deepjscc")
@@ -158,7 +196,9 @@ class DeepJSCC(nn.Module):
           -> decoder (2x upsampling) -> sigmoid -> S_hat [B,C,H,W] in [0,1]
 
     Config: ``c_out`` (even; real channels at the bottleneck), ``size`` ("small": ~0.28M params,
-    a few PReLU convs, CPU-trainable at 32x32; "paper": the residual + attention + GDN design of
+    a few PReLU convs, CPU-trainable at 32x32; "base": ~1.75M params at c_out = 16, PReLU
+    residual blocks of width 64 at H/2 and 128 at H/4 with sub-pixel upsampling, the size of
+    the CIFAR-10 zoo models (see ``_base_codec``); "paper": the residual + attention + GDN design of
     Yilmaz et al. 2023 (distributed DeepJSCC, width 256) without device embeddings or SNR
     modules, ~22M params), ``channels`` (image channels C). Fully convolutional: any H, W
     divisible by 4. rho = k/(C*H*W) = c_out/(32*C).
@@ -172,8 +212,7 @@ class DeepJSCC(nn.Module):
             raise ValueError(f"size must be one of {SIZES}, got {size!r}")
         self.config = {"c_out": c_out, "size": size, "channels": channels}
         self.c_out, self.channels = c_out, channels
-        build = _paper_codec if size == "paper" else _small_codec
-        self.encoder, self.decoder = build(channels, c_out)
+        self.encoder, self.decoder = _BUILDERS[size](channels, c_out)
 
     @property
     def rho(self) -> float:

@@ -17,6 +17,7 @@ Paper pairs ``(N_Q, b)``: (4, 3/4), (2, 1), (4, 5/4), (2, 3/2), (2, 2).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from fractions import Fraction
@@ -45,14 +46,14 @@ PAPER_QF_PAIRS: tuple[tuple[int, Fraction], ...] = (
     (2, Fraction(2)),
 )
 
-#: Largest supported ``N_Q * b`` (indices are int64 and a codebook of 2**24
-#: centres is already far beyond what K-means can fit).
-MAX_BITS_PER_BLOCK = 24
+#: Largest supported ``N_Q * b``: a codebook of 2**16 centres is already far beyond
+#: what K-means can fit, and it keeps the quantiser's float keys (< 2**17) exact.
+MAX_BITS_PER_BLOCK = 16
 
 # Target number of score-matrix entries (K x rows) per chunk in ``quantize``: on CPU
 # small enough for the chunk's scores and keys to stay in L2 (tuned with
 # benchmarks/quantizer.py); on accelerators large, to amortise kernel launches.
-_CHUNK_ELEMS = 1 << 16
+_CHUNK_ELEMS = 1 << 17
 _CHUNK_ELEMS_ACCEL = 1 << 24
 
 
@@ -133,6 +134,22 @@ def _as_reals(y: torch.Tensor) -> torch.Tensor:
     if not y.is_complex():
         raise ValueError(f"channel outputs must be a complex tensor, got dtype {y.dtype}")
     return torch.view_as_real(y.resolve_conj()).reshape(y.shape[0], -1)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None):
+    """Temporarily set torch's intra-op thread count (no-op for None or no change)."""
+    prev = torch.get_num_threads()
+    if n is None or int(n) == prev:
+        yield
+        return
+    if int(n) < 1:
+        raise ValueError(f"cpu_threads must be a positive integer or None, got {n}")
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def to_blocks(y: torch.Tensor, n_q: int) -> torch.Tensor:
@@ -233,10 +250,11 @@ class VectorQuantizer:
         ``y_samples`` is a complex tensor [B, *symbol_shape] or a sequence of such
         tensors (e.g. one per validation batch).  If there are more than
         ``max_samples`` blocks, a subset is drawn without replacement with
-        ``numpy.random.default_rng(seed)``; K-means uses ``random_state=seed``,
-        so the result is deterministic given the seed.
+        ``numpy.random.default_rng(seed)``; K-means uses ``random_state=seed`` and runs
+        single-threaded, so the centres are bit-for-bit deterministic given the seed.
         """
         from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
 
         nbits = bits_per_block(n_q, b)
         n_clusters = 1 << nbits
@@ -265,17 +283,26 @@ class VectorQuantizer:
         if not np.isfinite(Xn).all():
             raise ValueError("channel outputs contain non-finite values")
         km = KMeans(n_clusters=n_clusters, n_init=n_init, max_iter=max_iter, random_state=seed)
-        km.fit(Xn)
+        # scikit-learn's multi-threaded Lloyd iterations add per-thread partial sums in
+        # completion order, so centres can differ in the last bits between runs; one
+        # thread makes the fit bit-for-bit reproducible.
+        with threadpool_limits(limits=1):
+            km.fit(Xn)
         return cls(n_q, b, torch.from_numpy(np.asarray(km.cluster_centers_, dtype=np.float32)))
 
     # -- quantise / dequantise ---------------------------------------------
-    def _centres_on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-2 * centres [K, n_q], ||centres||^2 [K, 1]) on ``device`` in ``dtype`` (cached)."""
+    def _centres_on(self, device: torch.device, dtype: torch.dtype):
+        """(-2 * centres [K, n_q], ||centres||^2 [K, 1], arange(K) [K, 1]) on ``device`` in
+        ``dtype`` (cached)."""
         key = (str(device), dtype)
         hit = self._cache.get(key)
         if hit is None:
             c = self.centres.to(device=device, dtype=dtype)
-            hit = ((-2.0 * c).contiguous(), (c * c).sum(dim=1, keepdim=True).contiguous())
+            hit = (
+                (-2.0 * c).contiguous(),
+                (c * c).sum(dim=1, keepdim=True).contiguous(),
+                torch.arange(self.n_codewords, dtype=dtype, device=device).unsqueeze(1),
+            )
             self._cache[key] = hit
         return hit
 
@@ -296,7 +323,12 @@ class VectorQuantizer:
         elems = _CHUNK_ELEMS if device.type == "cpu" else _CHUNK_ELEMS_ACCEL
         return max(256, elems // self.n_codewords)
 
-    def quantize_blocks(self, blocks: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
+    def quantize_blocks(
+        self,
+        blocks: torch.Tensor,
+        chunk_rows: int | None = None,
+        cpu_threads: int | None = 1,
+    ) -> torch.Tensor:
         """Nearest-centre indices (int64 [n]) for real blocks [n, n_q].
 
         ``argmin_j ||a - c_j||^2 = argmin_j (||c_j||^2 - 2 a.c_j)`` (``||a||^2`` is the same
@@ -305,6 +337,12 @@ class VectorQuantizer:
         ``amin_j (j + K * [score_j > min])``, i.e. the lowest j attaining the minimum score
         (``torch.argmin`` tie-breaking) without the slow small-dim arg-reduction.
         Rows containing NaN get an unspecified index.
+
+        ``chunk_rows``: rows per chunk (default: K * rows ~ 2**17 on CPU so a chunk stays in
+        L2, ~2**24 on accelerators).  ``cpu_threads``: intra-op threads for the CPU chunk loop
+        (restored afterwards); the default 1 is deliberate: the chunk ops are small and
+        cache-resident, OpenMP fork/join per op costs more than it gains (and stalls badly
+        when other processes hold the cores).  ``None`` keeps torch's current setting.
         """
         if not isinstance(blocks, torch.Tensor) or blocks.dim() != 2 or blocks.shape[1] != self.n_q:
             raise ValueError(
@@ -317,39 +355,42 @@ class VectorQuantizer:
         dev = blocks.device
         K = self.n_codewords
         n = blocks.shape[0]
-        out = torch.empty(n, dtype=torch.int64, device=dev)
         if n == 0:
-            return out
-        if K == 1:  # cannot happen with n_q*b >= 1, kept for safety
-            return out.zero_()
-        with torch.no_grad():
+            return torch.empty(0, dtype=torch.int64, device=dev)
+        with torch.no_grad(), _intra_op_threads(cpu_threads if dev.type == "cpu" else None):
             a = blocks.detach().to(dtype)
-            cm2, c2 = self._centres_on(dev, dtype)
+            cm2, c2, jcol = self._centres_on(dev, dtype)
             if chunk_rows is None:
                 chunk_rows = self._default_chunk_rows(dev)
             chunk_rows = max(1, min(int(chunk_rows), n))
-            jcol = torch.arange(K, dtype=torch.int32, device=dev).unsqueeze(1)  # [K, 1]
             scores = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
             best = torch.empty(chunk_rows, dtype=dtype, device=dev)
-            keys = torch.empty(K, chunk_rows, dtype=torch.int32, device=dev)
-            idx = torch.empty(n, dtype=torch.int32, device=dev)
+            keys = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
+            # keys are small integers (< 2K <= 2**17), exact in float32; float keeps every
+            # pass on the fast vectorised float kernels
+            idx = torch.empty(n, dtype=dtype, device=dev)
             for s in range(0, n, chunk_rows):
                 e = min(s + chunk_rows, n)
                 m = e - s
                 d, mn, k = scores[:, :m], best[:m], keys[:, :m]
                 torch.addmm(c2, cm2, a[s:e].t(), out=d)          # [K, m] = ||c||^2 - 2 c.a
-                torch.amin(d, dim=0, out=mn)                    # [m]
-                torch.gt(d, mn, out=k)                          # 0 where minimal, else 1
+                torch.amin(d, dim=0, out=mn)                    # [m] minimum score
+                torch.gt(d, mn, out=k)                          # 0. where minimal, else 1.
                 torch.add(jcol, k, alpha=K, out=k)              # j + K * [not minimal]
                 torch.amin(k, dim=0, out=idx[s:e])              # lowest minimal j
-            out.copy_(idx)
-        return out
+            return idx.to(torch.int64)
 
-    def quantize(self, y: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
-        """Channel outputs (complex [B, *symbol_shape]) -> indices int64 [B, 2k/N_Q]."""
+    def quantize(
+        self, y: torch.Tensor, chunk_rows: int | None = None, cpu_threads: int | None = 1
+    ) -> torch.Tensor:
+        """Channel outputs (complex [B, *symbol_shape]) -> indices int64 [B, 2k/N_Q].
+
+        Nearest centre per block of N_Q consecutive reals of ``view_as_real(y)`` (see
+        :meth:`quantize_blocks` for the method and the two tuning arguments)."""
         blocks = to_blocks(y, self.n_q)
         B, nblk, _ = blocks.shape
-        return self.quantize_blocks(blocks.reshape(B * nblk, self.n_q), chunk_rows).reshape(B, nblk)
+        flat = blocks.reshape(B * nblk, self.n_q)
+        return self.quantize_blocks(flat, chunk_rows, cpu_threads).reshape(B, nblk)
 
     def dequantize_blocks(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices (any shape) -> centres float32 [*indices.shape, n_q]."""

@@ -4,7 +4,8 @@ A codec maps images S [B, 3, H, W] in [0, 1] to channel symbols x (complex64 [B,
 unit average power per image) plus optional side information, and back:
 
     encode(S)               -> (x, side)      side: float [B, m] or None (m * 32 bits per image)
-    decode(y, side, snr_db, shape) -> S_hat   y with unit signal gain, snr_db float [B] effective SNR
+    decode(y, side, snr_db, shape) -> S_hat   y with unit signal gain; snr_db float [B], the effective
+                                              SNR, passed only to codecs with needs_snr
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class UncodedCodec:
 
     name = "uncoded"
     side_info_bits = 64
+    needs_snr = True
     sha256 = None
 
     def encode(self, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +56,7 @@ class NeuralCodec:
     """Adapter around one DeepJSCC encoder/decoder pair (``netsim.nn.deepjscc.DeepJSCC``)."""
 
     side_info_bits = 0
+    needs_snr = False  # DeepJSCC decoders are trained for one SNR; adaptive ones will set this
 
     def __init__(self, pair: torch.nn.Module, name: str, sha256: str | None):
         self.pair, self.name, self.sha256 = pair, name, sha256
@@ -63,7 +66,7 @@ class NeuralCodec:
         return self.pair.encode(S), None
 
     @torch.no_grad()
-    def decode(self, y: torch.Tensor, side, snr_db: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    def decode(self, y: torch.Tensor, side, snr_db: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
         return self.pair.decode(y, snr_db)
 
     def symbol_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -341,7 +341,9 @@ class Simulation:
             if any(f.sig_power != 1.0 for f in group):  # after AF relays: restore unit signal gain
                 gain = torch.tensor([1.0 / math.sqrt(f.sig_power) for f in group], device=y.device)
                 y = y * gain.view(-1, *([1] * (y.dim() - 1)))
-            snr = torch.tensor([f.snr_eff_db for f in group], device=y.device).clamp(max=100.0)
+            snr = None
+            if codec.needs_snr:
+                snr = torch.tensor([f.snr_eff_db for f in group], device=y.device).clamp(max=100.0)
             side = torch.stack([f.side for f in group]) if group[0].side is not None else None
             S_hat = codec.decode(y, side, snr, (3, *group[0].flow.hw))
             for f, s in zip(group, S_hat):
@@ -368,36 +370,35 @@ class Simulation:
 
     # ----------------------------------------------------------------------------------- links
     def _transmit(self, node: NodeRuntime, frames: list[Frame]) -> None:
+        """Queue frames on their next link (FIFO transmitter) and schedule their deliveries."""
         env = self.env
-        for group in _grouped(frames, lambda f: (f.flow.route[f.hop + 2], f.kind, f.symbol_shape)).values():
+        for group in _grouped(frames, lambda f: (f.flow.index, f.kind, f.symbol_shape)).values():
             first = group[0]
             hop = first.hop + 1
             link = node.links[first.flow.route[hop + 1]]
+            receiver = self.nodes[first.flow.route[hop + 1]]
             spec = link.spec
+            # Everything below is the same for every frame of one flow at one hop.
+            side_bits = first.side_bits
             if first.kind == "symbols":
+                symbols, bits = math.prod(first.symbol_shape), 0
                 x = torch.stack([f.payload for f in group])
                 keys = keys_tensor([noise_key(self.scenario.seed, f.flow.index, f.index, hop) for f in group])
-                y = CHANNELS[spec.channel](x, spec.snr_db, keys)
-                noise = snr_to_noise_var(spec.snr_db)  # added to y whose signal power is f.sig_power
-            for i, f in enumerate(group):
-                if f.kind == "symbols":
-                    f.payload = y[i]
-                    f.noise_power += noise
-                    f.link_symbols = math.prod(f.symbol_shape)
-                    f.link_bits = 0
-                else:
-                    f.link_symbols = 0
-                    f.link_bits = f.quantizer.bits_per_image(math.prod(f.symbol_shape))
-                airtime = f.link_symbols / spec.symbol_rate + (f.link_bits + f.side_bits) / spec.effective_bit_rate
-                f.hop = hop
+                for f, row in zip(group, CHANNELS[spec.channel](x, spec.snr_db, keys)):
+                    f.payload = row
+                    f.noise_power += snr_to_noise_var(spec.snr_db)  # y's signal power is f.sig_power
+            else:
+                symbols, bits = 0, first.quantizer.bits_per_image(math.prod(first.symbol_shape))
+            airtime = symbols / spec.symbol_rate + (bits + side_bits) / spec.effective_bit_rate
+            for f in group:
+                f.hop, f.link_symbols, f.link_bits = hop, symbols, bits
+                f.total_bits += bits + side_bits
+                f.total_symbols += symbols
                 f.enqueue_s = env.now
                 f.tx_start_s = max(env.now, link.busy_until)
                 f.tx_end_s = link.busy_until = f.tx_start_s + airtime
-                f.total_bits += f.link_bits + f.side_bits
-                f.total_symbols += f.link_symbols
-                receiver = self.nodes[f.flow.route[hop + 1]]
                 event = env.timeout(f.tx_end_s + spec.delay_s - env.now)
-                event.callbacks.append(lambda _e, f=f, r=receiver: self._deliver(r, f))
+                event.callbacks.append(lambda _e, f=f: self._deliver(receiver, f))
 
     def _deliver(self, node: NodeRuntime, frame: Frame) -> None:
         frame.arrival_s = self.env.now
@@ -407,8 +408,8 @@ class Simulation:
     def _measure(self, frames: list[Frame], S_hat: dict[int, torch.Tensor]) -> list[dict]:
         out = [dict() for _ in frames]
         pos = {id(f): i for i, f in enumerate(frames)}
-        for group in _grouped(frames, lambda f: f.flow.hw).values():
-            S = torch.stack([f.flow.images[f.image] for f in group])
+        for group in _grouped(frames, lambda f: f.flow.index).values():
+            S = group[0].flow.images[[f.image for f in group]]
             R = torch.stack([S_hat[id(f)] for f in group])
             values: dict[str, list] = {}
             with torch.no_grad():
