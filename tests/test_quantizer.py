@@ -320,3 +320,14 @@ def test_cuda_matches_cpu():
     assert y_hat.is_cuda and torch.equal(y_hat.cpu(), vq.dequantize(idx_gpu.cpu(), y.shape[1:]))
     packed, n_bits = vq.pack_bits(idx_gpu)
     assert packed.is_cuda and torch.equal(vq.unpack_bits(packed, idx_gpu.shape[1]), idx_gpu)
+
+
+def test_centres_are_copied_and_edits_are_seen():
+    c = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    vq = VectorQuantizer(2, 1, c)
+    c[0] = 100.0  # the caller's tensor is not aliased
+    y = torch.tensor([[0.9 + 0.1j]], dtype=torch.complex64)
+    assert vq.quantize(y).tolist() == [[0]]
+    vq.centres[0] = torch.tensor([50.0, 50.0])  # in-place edit of the codebook is picked up
+    assert vq.quantize(y).tolist() == [[2]]
+    assert torch.equal(vq.dequantize(torch.tensor([[0]]), (1,)), torch.tensor([[50 + 50j]]))

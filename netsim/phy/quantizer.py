@@ -53,7 +53,7 @@ MAX_BITS_PER_BLOCK = 16
 # Target number of score-matrix entries (K x rows) per chunk in ``quantize``: on CPU
 # small enough for the chunk's scores and keys to stay in L2 (tuned with
 # benchmarks/quantizer.py); on accelerators large, to amortise kernel launches.
-_CHUNK_ELEMS = 1 << 17
+_CHUNK_ELEMS = 1 << 18
 _CHUNK_ELEMS_ACCEL = 1 << 24
 
 
@@ -133,7 +133,8 @@ def _as_reals(y: torch.Tensor) -> torch.Tensor:
         )
     if not y.is_complex():
         raise ValueError(f"channel outputs must be a complex tensor, got dtype {y.dtype}")
-    return torch.view_as_real(y.resolve_conj()).reshape(y.shape[0], -1)
+    n_reals = 2 * math.prod(y.shape[1:])
+    return torch.view_as_real(y.resolve_conj()).reshape(y.shape[0], n_reals)
 
 
 @contextlib.contextmanager
@@ -188,11 +189,13 @@ class VectorQuantizer:
                 f"centres must have shape [2**(n_q*b), n_q] = {list(expected)} for "
                 f"n_q={self.n_q}, b={self._b}; got {list(centres.shape)}"
             )
-        centres = centres.detach().to(torch.float32).contiguous()
+        # own copy (offset 0, not aliased with the caller's tensor)
+        centres = centres.detach().to(dtype=torch.float32, copy=True).contiguous()
         if not torch.isfinite(centres).all():
             raise ValueError("centres must be finite")
         self.centres: torch.Tensor = centres
         self._cache: dict[tuple, object] = {}
+        self._cache_sig: tuple = ()
 
     # -- properties --------------------------------------------------------
     @property
@@ -291,11 +294,19 @@ class VectorQuantizer:
         return cls(n_q, b, torch.from_numpy(np.asarray(km.cluster_centers_, dtype=np.float32)))
 
     # -- quantise / dequantise ---------------------------------------------
+    def _cached(self, key):
+        """Derived-tensor cache, dropped whenever ``self.centres`` is replaced or edited."""
+        sig = (id(self.centres), self.centres._version)
+        if sig != self._cache_sig:
+            self._cache.clear()
+            self._cache_sig = sig
+        return self._cache.get(key)
+
     def _centres_on(self, device: torch.device, dtype: torch.dtype):
         """(-2 * centres [K, n_q], ||centres||^2 [K, 1], arange(K) [K, 1]) on ``device`` in
         ``dtype`` (cached)."""
         key = (str(device), dtype)
-        hit = self._cache.get(key)
+        hit = self._cached(key)
         if hit is None:
             c = self.centres.to(device=device, dtype=dtype)
             hit = (
@@ -311,7 +322,7 @@ class VectorQuantizer:
         when a row of n_q float32 is 4, 8 or 16 bytes (a gather of scalars is much faster
         than an embedding lookup of short rows), else as [K, n_q]."""
         key = (str(device), "plain")
-        hit = self._cache.get(key)
+        hit = self._cached(key)
         if hit is None:
             c = self.centres.to(device=device).contiguous()
             as_scalar = {1: torch.int32, 2: torch.int64, 4: torch.complex128}.get(self.n_q)
@@ -363,22 +374,25 @@ class VectorQuantizer:
             if chunk_rows is None:
                 chunk_rows = self._default_chunk_rows(dev)
             chunk_rows = max(1, min(int(chunk_rows), n))
-            scores = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
+            # one [K, rows] work buffer, overwritten in place: scores -> flags -> keys.  Keys
+            # are small integers (< 2K <= 2**17), exact in float32; staying in float keeps
+            # every pass on the fast vectorised float kernels.
+            # Only chunk-sized temporaries: no n-sized float buffer, so one call allocates
+            # little beyond its int64 result (fresh large allocations cost page faults).
+            work = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
             best = torch.empty(chunk_rows, dtype=dtype, device=dev)
-            keys = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
-            # keys are small integers (< 2K <= 2**17), exact in float32; float keeps every
-            # pass on the fast vectorised float kernels
-            idx = torch.empty(n, dtype=dtype, device=dev)
+            kmin = torch.empty(chunk_rows, dtype=dtype, device=dev)
+            out = torch.empty(n, dtype=torch.int64, device=dev)
             for s in range(0, n, chunk_rows):
                 e = min(s + chunk_rows, n)
-                m = e - s
-                d, mn, k = scores[:, :m], best[:m], keys[:, :m]
-                torch.addmm(c2, cm2, a[s:e].t(), out=d)          # [K, m] = ||c||^2 - 2 c.a
-                torch.amin(d, dim=0, out=mn)                    # [m] minimum score
-                torch.gt(d, mn, out=k)                          # 0. where minimal, else 1.
-                torch.add(jcol, k, alpha=K, out=k)              # j + K * [not minimal]
-                torch.amin(k, dim=0, out=idx[s:e])              # lowest minimal j
-            return idx.to(torch.int64)
+                d, mn, km = work[:, : e - s], best[: e - s], kmin[: e - s]
+                torch.addmm(c2, cm2, a[s:e].t(), out=d)  # [K, m] scores ||c||^2 - 2 c.a
+                torch.amin(d, dim=0, out=mn)            # [m] minimum score
+                torch.gt(d, mn, out=d)                  # 0. where minimal, else 1.
+                torch.add(jcol, d, alpha=K, out=d)      # key j + K * [not minimal]
+                torch.amin(d, dim=0, out=km)            # lowest minimal j (as float)
+                out[s:e].copy_(km)
+            return out
 
     def quantize(
         self, y: torch.Tensor, chunk_rows: int | None = None, cpu_threads: int | None = 1
@@ -451,8 +465,8 @@ class VectorQuantizer:
         n_bits = nblk * nb
         n_bytes = (n_bits + 7) // 8
         dev = indices.device
-        shifts = torch.arange(nb - 1, -1, -1, device=dev, dtype=torch.int64)
-        bits = ((indices.to(torch.int64).unsqueeze(-1) >> shifts) & 1).to(torch.uint8)
+        shifts = torch.arange(nb - 1, -1, -1, device=dev, dtype=torch.int32)
+        bits = ((indices.to(torch.int32).unsqueeze(-1) >> shifts) & 1).to(torch.uint8)
         bits = bits.reshape(B, n_bits)
         pad = n_bytes * 8 - n_bits
         if pad:
@@ -481,8 +495,9 @@ class VectorQuantizer:
         dev = packed.device
         bshift = torch.arange(7, -1, -1, device=dev, dtype=torch.uint8)
         bits = ((packed.unsqueeze(-1) >> bshift) & 1).reshape(B, n_bytes * 8)[:, :n_bits]
-        shifts = torch.arange(nb - 1, -1, -1, device=dev, dtype=torch.int64)
-        return (bits.reshape(B, n_blocks, nb).to(torch.int64) << shifts).sum(dim=-1)
+        shifts = torch.arange(nb - 1, -1, -1, device=dev, dtype=torch.int32)
+        vals = (bits.reshape(B, n_blocks, nb).to(torch.int32) << shifts).sum(dim=-1, dtype=torch.int64)
+        return vals
 
     # -- persistence ---------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -510,7 +525,7 @@ class VectorQuantizer:
                         f"{path}: no 'centres' tensor in safetensors file (keys: {sorted(keys)})"
                     )
                 centres = f.get_tensor("centres")
-        except ValueError:
+        except (ValueError, FileNotFoundError):
             raise
         except Exception as exc:  # safetensors raises SafetensorError / OSError
             raise ValueError(f"{path}: not a readable safetensors codebook ({exc})") from exc

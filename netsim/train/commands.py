@@ -11,7 +11,7 @@ import sys
 import click
 
 EXIT_BAD_INPUT = 2
-_BOOKKEEPING = {"resume", "quiet", "device", "workers", "checkpoint_dir", "output"}
+_BOOKKEEPING = {"resume", "quiet", "device", "workers", "checkpoint_dir", "output", "threads"}
 
 
 def _fail(message: str) -> None:
@@ -58,6 +58,13 @@ def _errors(fn):
             _fail("interrupted; the last completed epoch's checkpoint is kept (continue with --resume)")
 
     return wrapper
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def _device(device: str) -> str:
@@ -118,6 +125,8 @@ def run_options(fn):
                      help="checkpoint directory (default: runs/train/NAME)"),
         click.option("--resume", is_flag=True, help="continue from the checkpoint in --checkpoint-dir"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N"),
+        click.option("--threads", type=click.IntRange(1),
+                     help="torch CPU threads (default: all cores; use 1 per run when runs share the CPU)"),
         click.option("--quiet", "-q", is_flag=True, help="no progress bars"),
     ]
     for opt in reversed(opts):
@@ -156,6 +165,7 @@ def train_dhd_cmd(**p) -> None:
     from netsim.train.loops import train_dhd
 
     ctx = click.get_current_context()
+    _threads(p["threads"])
     card = train_dhd(
         _spec(p, p["quiet"]), name=p["name"], backbone=p["backbone"], n_bits=p["n_bits"],
         temperature=p["temperature"], epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
@@ -189,6 +199,7 @@ def train_jscc_cmd(**p) -> None:
     from netsim.train.loops import train_jscc
 
     ctx = click.get_current_context()
+    _threads(p["threads"])
     if p["c_out"] % 2:
         _fail(f"--c-out must be even, got {p['c_out']}")
     card = train_jscc(

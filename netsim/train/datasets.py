@@ -103,11 +103,16 @@ class TensorImages(Dataset):
     def batch(self, indices: Tensor, generator: torch.Generator | None = None,
               device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
         """(S float [B,3,H,W] in [0,1] on ``device``, labels long [B]) for ``indices`` (no randomness)."""
+        indices = indices.to(self.images.device)
         x = self.images[indices].to(device, non_blocking=True)
         return x.float().div_(255.0), self.labels[indices].to(device)
 
+    def to(self, device: str | torch.device) -> "TensorImages":
+        """The same images and labels on ``device`` (e.g. the whole uint8 cache on a GPU)."""
+        return TensorImages(self.images.to(device), self.labels.to(device), self.source, self.names)
+
     def subset(self, indices: Sequence[int] | Tensor, **source) -> "TensorImages":
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
         names = [self.names[i] for i in idx.tolist()] if self.names else None
         return TensorImages(self.images[idx], self.labels[idx], {**self.source, **source}, names)
 

@@ -142,6 +142,8 @@ def _fit(*, kind: str, config: dict, model: nn.Module, optimizer, scheduler, gen
         raise CheckpointError(f"{ckdir}: a checkpoint (epoch {existing['epoch']}) is already there; pass "
                               f"--resume to continue it, or remove it / choose another --checkpoint-dir")
     elapsed = sum(h.get("time_s", 0.0) for h in history)
+    if device.type != "cpu" and hasattr(train_ds, "to"):
+        train_ds = train_ds.to(device)  # the uint8 image cache lives on the accelerator
     n = len(train_ds)
     for epoch in range(start + 1, epochs + 1):
         model.train()
@@ -157,7 +159,7 @@ def _fit(*, kind: str, config: dict, model: nn.Module, optimizer, scheduler, gen
             value = float(loss)
             if not math.isfinite(value):
                 bar.close()
-                last = f"epoch {start if epoch == start + 1 else epoch - 1}" if epoch > 1 else "none"
+                last = f"epoch {epoch - 1}" if epoch > 1 else "none"
                 raise TrainingDiverged(f"loss is {value} at epoch {epoch}, step {i} (global step "
                                        f"{global_step + 1}); training stopped; last good checkpoint in "
                                        f"{ckdir}: {last}")
