@@ -90,7 +90,7 @@ def main() -> None:
             return vq.dequantize(vq.quantize(y), shape)
 
         def ours_mt():  # chunk loop on torch's current intra-op threads
-            return vq.dequantize(vq.quantize(y, cpu_threads=None), shape)
+            return vq.dequantize(vq.quantize(y, cpu_threads=None), shape, cpu_threads=None)
 
         def theirs():
             return km.predict(X)
@@ -138,7 +138,7 @@ def main() -> None:
            f"{'agree':>7} {'fit s':>6}")
     print()
     print("ours    = quantize + dequantize, library default (chunk loop on 1 intra-op thread)")
-    print("ours_mt = the same with cpu_threads=None (chunk loop on torch's `thr` threads)")
+    print("ours_mt = the same with cpu_threads=None (on torch's `thr` intra-op threads)")
     print("sk      = KMeans.predict only, on `thr` OpenMP threads (threadpoolctl)")
     print(f"median of {args.rounds} x {args.reps} repetitions in alternating blocks; "
           f"thr = torch.set_num_threads / sklearn thread count")

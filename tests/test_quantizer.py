@@ -331,3 +331,19 @@ def test_centres_are_copied_and_edits_are_seen():
     vq.centres[0] = torch.tensor([50.0, 50.0])  # in-place edit of the codebook is picked up
     assert vq.quantize(y).tolist() == [[2]]
     assert torch.equal(vq.dequantize(torch.tensor([[0]]), (1,)), torch.tensor([[50 + 50j]]))
+
+
+@pytest.mark.parametrize("n_q,b", [(1, 2), (3, 1), (8, "1/2")])
+def test_other_block_sizes_roundtrip(n_q, b):
+    # block sizes outside the paper's pairs (other dequantisation table layouts)
+    vq = _random_vq(n_q, b, seed=13)
+    symbol_shape = (3, 4)  # k = 12 -> 24 reals
+    g = torch.Generator().manual_seed(14)
+    idx = torch.randint(0, vq.n_codewords, (2, 24 // n_q), generator=g)
+    y_hat = vq.dequantize(idx, symbol_shape)
+    assert torch.equal(torch.view_as_real(y_hat).reshape(2, -1, n_q), vq.centres[idx])
+    assert torch.equal(vq.quantize(y_hat), idx)
+    y = _complex(2, *symbol_shape, seed=15)
+    blocks = torch.view_as_real(y).reshape(-1, n_q).double()
+    ref = torch.cdist(blocks, vq.centres.double()).argmin(1).reshape(2, -1)
+    assert torch.equal(vq.quantize(y), ref)

@@ -349,8 +349,8 @@ class VectorQuantizer:
         (``torch.argmin`` tie-breaking) without the slow small-dim arg-reduction.
         Rows containing NaN get an unspecified index.
 
-        ``chunk_rows``: rows per chunk (default: K * rows ~ 2**17 on CPU so a chunk stays in
-        L2, ~2**24 on accelerators).  ``cpu_threads``: intra-op threads for the CPU chunk loop
+        ``chunk_rows``: rows per chunk (default: K * rows ~ 2**18 on CPU so a chunk's work
+        buffer stays in L2, ~2**24 on accelerators).  ``cpu_threads``: intra-op threads for the CPU chunk loop
         (restored afterwards); the default 1 is deliberate: the chunk ops are small and
         cache-resident, OpenMP fork/join per op costs more than it gains (and stalls badly
         when other processes hold the cores).  ``None`` keeps torch's current setting.
@@ -374,11 +374,10 @@ class VectorQuantizer:
             if chunk_rows is None:
                 chunk_rows = self._default_chunk_rows(dev)
             chunk_rows = max(1, min(int(chunk_rows), n))
-            # one [K, rows] work buffer, overwritten in place: scores -> flags -> keys.  Keys
+            # One [K, rows] work buffer, overwritten in place: scores -> flags -> keys.  Keys
             # are small integers (< 2K <= 2**17), exact in float32; staying in float keeps
-            # every pass on the fast vectorised float kernels.
-            # Only chunk-sized temporaries: no n-sized float buffer, so one call allocates
-            # little beyond its int64 result (fresh large allocations cost page faults).
+            # every pass on the fast vectorised float kernels.  Only chunk-sized
+            # temporaries, so a call allocates little beyond its int64 result.
             work = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
             best = torch.empty(chunk_rows, dtype=dtype, device=dev)
             kmin = torch.empty(chunk_rows, dtype=dtype, device=dev)
@@ -406,21 +405,27 @@ class VectorQuantizer:
         flat = blocks.reshape(B * nblk, self.n_q)
         return self.quantize_blocks(flat, chunk_rows, cpu_threads).reshape(B, nblk)
 
-    def dequantize_blocks(self, indices: torch.Tensor) -> torch.Tensor:
-        """Indices (any shape) -> centres float32 [*indices.shape, n_q]."""
-        self._check_indices(indices)
-        table = self._plain_centres_on(indices.device)
-        flat = indices.reshape(-1).to(torch.int64)
-        if table.dim() == 1:  # one scalar (4/8/16 bytes) per centre row
-            rows = torch.index_select(table, 0, flat).view(torch.float32)
-        else:
+    def dequantize_blocks(self, indices: torch.Tensor, cpu_threads: int | None = 1) -> torch.Tensor:
+        """Indices (any shape) -> centres float32 [*indices.shape, n_q] (a gather; see
+        :meth:`quantize_blocks` for ``cpu_threads``)."""
+        with _intra_op_threads(cpu_threads if indices.device.type == "cpu" else None):
+            self._check_indices(indices)
+            table = self._plain_centres_on(indices.device)
+            flat = indices.reshape(-1).to(torch.int64)
             rows = torch.index_select(table, 0, flat)
+        if table.dim() == 1:  # one scalar (4/8/16 bytes) per centre row
+            rows = rows.view(torch.float32)
         return rows.reshape(*indices.shape, self.n_q)
 
-    def dequantize(self, indices: torch.Tensor, symbol_shape: Sequence[int] | torch.Size) -> torch.Tensor:
+    def dequantize(
+        self,
+        indices: torch.Tensor,
+        symbol_shape: Sequence[int] | torch.Size,
+        cpu_threads: int | None = 1,
+    ) -> torch.Tensor:
         """Indices int64 [B, n_blocks] -> reconstructed channel outputs complex64 [B, *symbol_shape]."""
-        if indices.dim() != 2:
-            raise ValueError(f"indices must have shape [B, n_blocks], got {list(indices.shape)}")
+        if not isinstance(indices, torch.Tensor) or indices.dim() != 2:
+            raise ValueError("indices must be a tensor of shape [B, n_blocks]")
         symbol_shape = tuple(int(s) for s in symbol_shape)
         k = math.prod(symbol_shape)
         B, nblk = indices.shape
@@ -429,7 +434,7 @@ class VectorQuantizer:
                 f"symbol_shape {list(symbol_shape)} has k={k} complex symbols = {2 * k} reals, but "
                 f"{nblk} blocks of N_Q={self.n_q} give {nblk * self.n_q} reals"
             )
-        reals = self.dequantize_blocks(indices)  # [B, nblk, n_q] float32, contiguous
+        reals = self.dequantize_blocks(indices, cpu_threads)  # [B, nblk, n_q] float32
         return torch.view_as_complex(reals.reshape(B, *symbol_shape, 2))
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:

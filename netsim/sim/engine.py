@@ -50,23 +50,37 @@ def pick_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
+Ref = tuple[torch.Tensor, int]  # (batch tensor, row): a frame's slice without a per-frame tensor
+
+
+def gather(refs: list[Ref]) -> torch.Tensor:
+    """Stack the referenced rows; a whole batch in its own order is returned as is (no copy)."""
+    base = refs[0][0]
+    if all(t is base for t, _ in refs):
+        rows = [r for _, r in refs]
+        if len(rows) == base.shape[0] and rows == list(range(len(rows))):
+            return base
+        return base[rows]
+    return torch.cat([t[r:r + 1] for t, r in refs])
+
+
 @dataclass(slots=True)
 class Frame:
-    """One image in flight. ``payload`` is the source image, symbols x/y, or QF codeword indices."""
+    """One image in flight. ``payload`` is the image S~, symbols x/y, or QF codeword indices."""
 
     flow: "FlowRuntime"
     index: int
     image: int
     created_s: float
     kind: str = "image"  # image -> symbols -> (bits)
-    payload: torch.Tensor | None = None
-    side: torch.Tensor | None = None
+    payload: Ref | None = None
+    side: Ref | None = None
     codec_hop: int = 0  # the hop whose encoder produced the symbols
     quantizer: VectorQuantizer | None = None
     symbol_shape: tuple[int, ...] = ()
     sig_power: float = 1.0  # signal gain^2 in y (changes at AF relays)
     noise_power: float = 0.0  # accumulated noise variance in y
-    h_src: torch.Tensor | None = None
+    h_src: Ref | None = None
     hop: int = -1  # index of the last link crossed
     enqueue_s: float = math.nan
     tx_start_s: float = math.nan
@@ -84,7 +98,7 @@ class Frame:
     @property
     def side_bits(self) -> int:
         bits = self.flow.codecs[self.codec_hop].side_info_bits
-        return bits + (self.h_src.numel() * HASH_SIDE_BITS_PER_BIT if self.h_src is not None else 0)
+        return bits + (self.h_src[0].shape[1] * HASH_SIDE_BITS_PER_BIT if self.h_src is not None else 0)
 
 
 @dataclass
@@ -277,26 +291,29 @@ class Simulation:
         """
         role, mode = node.spec.role, node.spec.mode
         if role == "source":
+            records = [self._record(node, f) for f in batch]
+            for rec in records:
+                rec["holds"] = "image"
             wall = self._encode(batch, next_hop=0)
             if self.hasher is not None:
-                for group in _grouped(batch, lambda f: (f.flow.index, f.flow.hw)).values():
-                    S = group[0].flow.images[[f.image for f in group]]
-                    for f, h in zip(group, self.hasher(S)):
-                        f.h_src = h
-            return [self._record(node, f, {"holds": "image"}) for f in batch], batch, wall
+                for group in _grouped(batch, lambda f: f.flow.index).values():
+                    h = self.hasher(group[0].flow.images[[f.image for f in group]])
+                    for i, f in enumerate(group):
+                        f.h_src = (h, i)
+            return records, batch, wall
 
+        records = [self._record(node, f) for f in batch]
         t0 = time.perf_counter()
         S_hat = self._reconstruct(batch)
         wall = self._elapsed(t0) if role == "destination" or mode == "df" else 0.0
-        records = [self._record(node, f, m) for f, m in zip(batch, self._measure(batch, S_hat))]
+        self._measure(batch, records, S_hat)
         if role == "destination":
             return records, [], wall
-        drop = self.scenario.hash_check.policy == "drop"
-        keep = []
-        for f, rec in zip(batch, records):
-            rec["dropped"] = drop and rec["hash_verdict"] == "mismatch"
-            if not rec["dropped"]:
-                keep.append(f)
+        keep = batch
+        if self.scenario.hash_check.policy == "drop":
+            for rec in records:
+                rec["dropped"] = rec["hash_verdict"] == "mismatch"
+            keep = [f for f, rec in zip(batch, records) if not rec["dropped"]]
         t0 = time.perf_counter()
         if mode == "df":
             for f in keep:
@@ -318,60 +335,69 @@ class Simulation:
         t0 = time.perf_counter()
         for f in frames:
             f.codec_hop = f.hop + 1 if next_hop is None else next_hop
-        for (_, shape), group in _grouped(frames, lambda f: (id(f.flow.codecs[f.codec_hop]),
-                                                            f.flow.hw)).items():
+        for group in _grouped(frames, lambda f: (id(f.flow.codecs[f.codec_hop]), f.flow.hw)).values():
             codec = group[0].flow.codecs[group[0].codec_hop]
-            S = torch.stack([f.payload if f.payload is not None else f.flow.images[f.image] for f in group])
+            if group[0].payload is None:  # at the source
+                S = group[0].flow.images[[f.image for f in group]]
+            else:
+                S = gather([f.payload for f in group])
             x, side = codec.encode(S)
+            shape = tuple(x.shape[1:])
             for i, f in enumerate(group):
-                f.payload, f.kind, f.side = x[i], "symbols", None if side is None else side[i]
-                f.symbol_shape = tuple(x.shape[1:])
+                f.payload, f.kind, f.side = (x, i), "symbols", None if side is None else (side, i)
+                f.symbol_shape = shape
                 f.sig_power, f.noise_power = 1.0, 0.0
         return self._elapsed(t0)
 
-    def _unquantized_symbols(self, f: Frame) -> torch.Tensor:
-        return f.quantizer.dequantize(f.payload.unsqueeze(0), f.symbol_shape)[0] if f.kind == "bits" else f.payload
+    def _received_symbols(self, group: list[Frame]) -> torch.Tensor:
+        """y of a group with unit signal gain; QF bits are dequantised first."""
+        y = gather([f.payload for f in group])
+        if group[0].kind == "bits":
+            y = group[0].quantizer.dequantize(y, group[0].symbol_shape)
+        if any(f.sig_power != 1.0 for f in group):  # after AF relays: restore unit signal gain
+            gain = torch.tensor([1.0 / math.sqrt(f.sig_power) for f in group], device=y.device)
+            y = y * gain.view(-1, *([1] * (y.dim() - 1)))
+        return y
 
-    def _reconstruct(self, frames: list[Frame]) -> dict[int, torch.Tensor]:
+    def _reconstruct(self, frames: list[Frame]) -> dict[int, Ref]:
         """Decode each frame's payload with the decoder paired to the encoder that produced it."""
-        out: dict[int, torch.Tensor] = {}
-        for group in _grouped(frames, lambda f: (id(f.flow.codecs[f.codec_hop]), f.symbol_shape, f.flow.hw)).values():
+        out: dict[int, Ref] = {}
+        groups = _grouped(frames, lambda f: (id(f.flow.codecs[f.codec_hop]), f.kind, f.quantizer, f.symbol_shape,
+                                              f.flow.hw))
+        for group in groups.values():
             codec = group[0].flow.codecs[group[0].codec_hop]
-            y = torch.stack([self._unquantized_symbols(f) for f in group])
-            if any(f.sig_power != 1.0 for f in group):  # after AF relays: restore unit signal gain
-                gain = torch.tensor([1.0 / math.sqrt(f.sig_power) for f in group], device=y.device)
-                y = y * gain.view(-1, *([1] * (y.dim() - 1)))
+            y = self._received_symbols(group)
             snr = None
             if codec.needs_snr:
                 snr = torch.tensor([f.snr_eff_db for f in group], device=y.device).clamp(max=100.0)
-            side = torch.stack([f.side for f in group]) if group[0].side is not None else None
+            side = gather([f.side for f in group]) if group[0].side is not None else None
             S_hat = codec.decode(y, side, snr, (3, *group[0].flow.hw))
-            for f, s in zip(group, S_hat):
-                out[id(f)] = s
+            for i, f in enumerate(group):
+                out[id(f)] = (S_hat, i)
         return out
 
     def _quantize(self, node: NodeRuntime, frames: list[Frame]) -> None:
         for group in _grouped(frames, lambda f: f.symbol_shape).values():
-            idx = node.quantizer.quantize(torch.stack([f.payload for f in group]))
-            for f, row in zip(group, idx):
-                f.payload, f.kind, f.quantizer = row, "bits", node.quantizer
+            idx = node.quantizer.quantize(gather([f.payload for f in group]))
+            for i, f in enumerate(group):
+                f.payload, f.kind, f.quantizer = (idx, i), "bits", node.quantizer
 
     @staticmethod
     def _amplify(frames: list[Frame]) -> None:
         """AF: rescale y to unit average power; signal and noise scale alike."""
         for group in _grouped(frames, lambda f: f.symbol_shape).values():
-            y = torch.stack([f.payload for f in group])
+            y = gather([f.payload for f in group])
             power = y.abs().square().flatten(1).mean(1)
             y = y * power.rsqrt().view(-1, *([1] * (y.dim() - 1)))
-            for f, row, p in zip(group, y, power.tolist()):
-                f.payload = row
+            for i, (f, p) in enumerate(zip(group, power.tolist())):
+                f.payload = (y, i)
                 f.sig_power /= p
                 f.noise_power /= p
 
     # ----------------------------------------------------------------------------------- links
     def _transmit(self, node: NodeRuntime, frames: list[Frame]) -> None:
         """Queue frames on their next link (FIFO transmitter) and schedule their deliveries."""
-        env = self.env
+        env, now = self.env, self.env.now
         for group in _grouped(frames, lambda f: (f.flow.index, f.kind, f.symbol_shape)).values():
             first = group[0]
             hop = first.hop + 1
@@ -382,84 +408,83 @@ class Simulation:
             side_bits = first.side_bits
             if first.kind == "symbols":
                 symbols, bits = math.prod(first.symbol_shape), 0
-                x = torch.stack([f.payload for f in group])
                 keys = keys_tensor([noise_key(self.scenario.seed, f.flow.index, f.index, hop) for f in group])
-                for f, row in zip(group, CHANNELS[spec.channel](x, spec.snr_db, keys)):
-                    f.payload = row
-                    f.noise_power += snr_to_noise_var(spec.snr_db)  # y's signal power is f.sig_power
+                y = CHANNELS[spec.channel](gather([f.payload for f in group]), spec.snr_db, keys)
+                noise = snr_to_noise_var(spec.snr_db)  # added to y whose signal power is f.sig_power
+                for i, f in enumerate(group):
+                    f.payload = (y, i)
+                    f.noise_power += noise
             else:
                 symbols, bits = 0, first.quantizer.bits_per_image(math.prod(first.symbol_shape))
             airtime = symbols / spec.symbol_rate + (bits + side_bits) / spec.effective_bit_rate
+            deliver = self._deliver
             for f in group:
                 f.hop, f.link_symbols, f.link_bits = hop, symbols, bits
                 f.total_bits += bits + side_bits
                 f.total_symbols += symbols
-                f.enqueue_s = env.now
-                f.tx_start_s = max(env.now, link.busy_until)
+                f.enqueue_s = now
+                f.tx_start_s = max(now, link.busy_until)
                 f.tx_end_s = link.busy_until = f.tx_start_s + airtime
-                event = env.timeout(f.tx_end_s + spec.delay_s - env.now)
-                event.callbacks.append(lambda _e, f=f: self._deliver(receiver, f))
+                env.timeout(f.tx_end_s + spec.delay_s - now).callbacks.append(
+                    lambda _e, f=f: deliver(receiver, f))
 
     def _deliver(self, node: NodeRuntime, frame: Frame) -> None:
         frame.arrival_s = self.env.now
         self._enqueue(node, frame)
 
     # ----------------------------------------------------------------------------------- records
-    def _measure(self, frames: list[Frame], S_hat: dict[int, torch.Tensor]) -> list[dict]:
-        out = [dict() for _ in frames]
-        pos = {id(f): i for i, f in enumerate(frames)}
-        for group in _grouped(frames, lambda f: f.flow.index).values():
-            S = group[0].flow.images[[f.image for f in group]]
-            R = torch.stack([S_hat[id(f)] for f in group])
-            values: dict[str, list] = {}
+    def _measure(self, frames: list[Frame], records: list[dict], S_hat: dict[int, Ref]) -> None:
+        """Fill the quality and hash columns of each frame's record from its reconstruction."""
+        metrics = self.scenario.metrics
+        for group in _grouped(zip(frames, records), lambda fr: fr[0].flow.index).values():
+            flow = group[0][0].flow
+            S = flow.images[[f.image for f, _ in group]]
+            R = gather([S_hat[id(f)] for f, _ in group])
+            columns: dict[str, list] = {}
             with torch.no_grad():
-                if "psnr" in self.scenario.metrics:
-                    values["psnr"] = psnr(S, R).tolist()
-                if "ms_ssim" in self.scenario.metrics:
-                    values["ms_ssim"] = ms_ssim(S, R).tolist()
-                if "lpips" in self.scenario.metrics:
-                    values["lpips"] = self.lpips(S, R).tolist() if self.lpips else [math.nan] * len(group)
+                if "psnr" in metrics:
+                    columns["psnr"] = psnr(S, R).tolist()
+                if "ms_ssim" in metrics:
+                    columns["ms_ssim"] = ms_ssim(S, R).tolist()
+                if "lpips" in metrics and self.lpips is not None:
+                    columns["lpips"] = self.lpips(S, R).tolist()
                 if self.hasher is not None:
-                    h_ref = torch.stack([f.h_src for f in group])
-                    h = self.hasher(R)
-                    values["hash_bit_agreement"] = bit_agreement(h_ref, h).tolist()
-                    values["hash_cosine"] = hash_cosine(h_ref, h).tolist()
+                    h_ref, h = gather([f.h_src for f, _ in group]), self.hasher(R)
+                    columns["hash_bit_agreement"] = bit_agreement(h_ref, h).tolist()
+                    columns["hash_cosine"] = hash_cosine(h_ref, h).tolist()
                     dist = hamming_distance(h_ref, h).tolist()
-                    values["hash_hamming"] = dist
-                    values["hash_verdict"] = ["match" if d <= self.scenario.hash_check.threshold_bits else "mismatch"
-                                              for d in dist]
-            for j, f in enumerate(group):
+                    limit = self.scenario.hash_check.threshold_bits
+                    columns["hash_hamming"] = dist
+                    columns["hash_verdict"] = ["match" if d <= limit else "mismatch" for d in dist]
+            for name, values in columns.items():
+                for (_, rec), value in zip(group, values):
+                    rec[name] = value
+            for j, (f, _) in enumerate(group):
                 if f.index < self.scenario.save_images:
-                    self.samples[(f.flow.id, f.index, f.hop + 1)] = R[j].cpu()
-                rec = out[pos[id(f)]]
-                for name, vals in values.items():
-                    rec[name] = vals[j]
-                rec.setdefault("hash_verdict", "unavailable")
-        return out
+                    self.samples[(flow.id, f.index, f.hop + 1)] = R[j].cpu()
 
-    def _record(self, node: NodeRuntime, f: Frame, metrics: dict) -> dict:
+    def _record(self, node: NodeRuntime, f: Frame) -> dict:
+        """The hop record of a frame at a node; quality, hash and compute columns are filled later."""
         h, w = f.flow.hw
         link = f.flow.links[f.hop] if f.hop >= 0 else None
-        rec = {
+        side_bits = f.side_bits if link else 0
+        return {
             "flow": f.flow.id, "frame": f.index, "image": f.flow.image_ids[f.image], "hop": f.hop + 1,
             "node": node.spec.id, "role": node.spec.role, "mode": node.spec.mode or "",
             "snr_db": link.snr_db if link else math.nan,
-            "snr_eff_db": f.snr_eff_db if link and f.kind != "image" else math.nan,
+            "snr_eff_db": f.snr_eff_db if link else math.nan,
             "codec": f.flow.codecs[f.codec_hop].name,
             "created_s": f.created_s, "enqueue_s": f.enqueue_s, "tx_start_s": f.tx_start_s,
             "tx_end_s": f.tx_end_s, "arrival_s": f.arrival_s,
             "queue_wait_s": f.tx_start_s - f.enqueue_s, "airtime_s": f.tx_end_s - f.tx_start_s,
             "channel_symbols": f.link_symbols, "payload_bits": f.link_bits,
-            "side_info_bits": f.side_bits if link else 0,
-            "bits_sent": f.link_bits + (f.side_bits if link else 0),
+            "side_info_bits": side_bits, "bits_sent": f.link_bits + side_bits,
             "bpp": f.link_bits / (h * w), "rho": f.link_symbols / (3 * h * w),
             "psnr": math.nan, "ms_ssim": math.nan, "lpips": math.nan,
             "hash_bit_agreement": math.nan, "hash_cosine": math.nan, "hash_hamming": math.nan,
             "hash_verdict": "unavailable", "holds": f.kind, "dropped": False,
             "total_bits": f.total_bits, "total_symbols": f.total_symbols,
         }
-        rec.update(metrics)
-        return rec
 
     def _finish(self, rec: dict) -> None:
         """The end-to-end row of a frame that reached its destination or was dropped."""
