@@ -82,6 +82,48 @@ def run(scenario_file: str, output_dir: str | None, device: str | None, quiet: b
     click.echo(f"results: {result.run_dir}")
 
 
+@main.command()
+@click.argument("scenario_file", type=click.Path(dir_okay=False))
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False),
+              help="sweep directory (default: the scenario's output_dir with the sweep's name)")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="points run at once")
+@click.option("--resume", is_flag=True, help="skip points already finished in the sweep directory")
+@click.option("--executor", help="local (in process) | process (process pool); default: local for --jobs 1")
+@click.option("--dry-run", is_flag=True, help="list the grid's points and their status; run nothing")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+def sweep(scenario_file: str, output_dir: str | None, jobs: int, resume: bool, executor: str | None,
+          dry_run: bool, quiet: bool) -> None:
+    """Run every point of the scenario's sweep grid and write one table (sweep.parquet / .csv)."""
+    from tqdm import tqdm
+
+    from netsim.sweep import EXECUTORS, SweepError, load_sweep, run_sweep
+
+    executor = executor or ("local" if jobs == 1 else "process")
+    if executor not in EXECUTORS:
+        _fail(f"--executor: unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    plan = None
+    try:
+        plan = load_sweep(scenario_file, output_dir)
+        if dry_run:
+            finished = {p.id for p in plan.finished()}
+            click.echo(f"sweep {plan.name}: {len(plan.points)} points ({len(finished)} finished) in {plan.sweep_dir}")
+            for p in plan.points:
+                click.echo(f"  {p.id}  {'done   ' if p.id in finished else 'pending'}  {p.label}")
+            return
+        total = len(plan.points) - len(plan.finished()) if resume else len(plan.points)
+        with tqdm(total=total, unit="point", disable=quiet, desc=plan.name, file=sys.stderr) as bar:
+            result = run_sweep(plan, executor, jobs, resume, on_point=lambda *_: bar.update())
+    except (ScenarioError, SweepError) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        if plan is not None:
+            click.echo(f"interrupted: finished points are kept in {plan.sweep_dir}; continue with --resume",
+                       err=True)
+        sys.exit(130)
+    click.echo(f"{len(plan.points)} points: {len(result.ran)} run, {len(result.skipped)} already finished")
+    click.echo(f"table: {result.table_path}")
+
+
 def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table

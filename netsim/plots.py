@@ -87,3 +87,20 @@ def save_sample_grids(samples: dict, sources: dict, directory: str | Path) -> li
             Image.fromarray(grid).save(tmp, format="png")
         paths.append(path)
     return paths
+
+
+def plot_snr_curves(table: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Quality against test SNR, one line per model (``netsim eval codec`` tables)."""
+    panels = [(c, label) for c, label in PER_HOP_PANELS[:3] if c in table and table[c].notna().any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels):
+        for model, g in table.groupby("model", sort=False):
+            g = g.sort_values("snr_db")
+            ax.plot(g["snr_db"], g[col], marker="o", label=str(model),
+                    linestyle="--" if model == "uncoded" else "-")
+        ax.set_xlabel("test SNR [dB]")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    stem = Path(stem)
+    return save_figure(fig, stem.with_suffix("") if stem.suffix in (".png", ".svg") else stem)

@@ -7,6 +7,7 @@ crash never leaves a half-written table and never clobbers an earlier complete o
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -35,6 +36,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (weights in manifests, model cards and checkpoints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(obj: Any, path: str | Path) -> None:

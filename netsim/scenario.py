@@ -9,6 +9,7 @@ device and output directory. ``load_scenario`` raises ``ScenarioError`` whose me
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -174,6 +175,76 @@ class Compute(_Strict):
     per_batch_s: float = Field(0.0, ge=0)
 
 
+class Sweep(_Strict):
+    """A grid of variations of this scenario, run point by point by ``netsim sweep`` (netsim/sweep.py).
+
+    ``axes`` maps a dotted field path to the list of values it takes, and the grid is the
+    Cartesian product of the axes in the order written (the first axis varies slowest)::
+
+        sweep:
+          name: snr-seed            # sweep directory: output_dir with {name}; default <name>-sweep
+          metrics_at: all           # sweep table rows: all = every (flow, hop, node); destination
+          axes:
+            snr_db: [0, 10, 20]     # alias: every link's snr_db (codec: every flow's codec)
+            seed: [0, 1]
+            nodes.r1.qf.b: [1, 3/2] # list items by index (links.0.snr_db) or, for nodes and
+                                    # flows, by id; ``*`` stands for every item (links.*.delay_s)
+            scheme:                 # a mapping is a zip group: its paths take their i-th values
+              flows.0.codec: [a, b] # together (equal lengths); its key is only a label
+              hash_check.model: [null, dhd-cifar10]
+
+    Each point is the scenario with those fields replaced, validated like any scenario file.
+    ``output_dir`` and ``sweep`` itself cannot be swept.
+    """
+
+    name: Identifier | None = Field(None, description="names the sweep directory; default <scenario name>-sweep")
+    axes: dict[str, Any] = Field(
+        min_length=1, description="dotted path -> list of values; a mapping of paths -> lists is a zip group")
+    metrics_at: Literal["destination", "all"] = Field(
+        "all", description="sweep table rows: every (flow, hop, node) or destinations only")
+
+    @field_validator("axes")
+    @classmethod
+    def _axes_shape(cls, axes: dict[str, Any]) -> dict[str, Any]:
+        seen: set[str] = set()
+
+        def check_path(path: str, where: str) -> None:
+            parts = path.split(".")
+            if not path or any(not re.fullmatch(r"[A-Za-z0-9_\-]+|\*", p) for p in parts):
+                raise _FieldError(where, f"{path!r} is not a dotted field path like links.0.snr_db")
+            if parts[0] in ("sweep", "output_dir"):
+                raise _FieldError(where, f"{parts[0]} cannot be swept (each point runs in <sweep dir>/points/<id>)")
+            if path in seen:
+                raise _FieldError(where, f"path {path!r} appears in more than one axis")
+            seen.add(path)
+
+        def check_values(values: Any, where: str) -> int:
+            if not isinstance(values, list):
+                raise _FieldError(where, f"expected a list of values, got {type(values).__name__}")
+            if not values:
+                raise _FieldError(where, "needs at least one value")
+            return len(values)
+
+        for key, values in axes.items():
+            where = f"sweep.axes.{key}"
+            if isinstance(values, dict):  # a zip group: key is a label
+                if not values:
+                    raise _FieldError(where, "a zip group needs at least one path")
+                lengths = set()
+                for path, column in values.items():
+                    check_path(path, f"{where}.{path}")
+                    lengths.add(check_values(column, f"{where}.{path}"))
+                if len(lengths) > 1:
+                    raise _FieldError(where, f"zip group lists differ in length ({sorted(lengths)})")
+            else:
+                check_path(key, where)
+                if not isinstance(values, list):
+                    raise _FieldError(where, f"expected a list of values or a mapping of paths to lists "
+                                             f"(a zip group), got {type(values).__name__}")
+                check_values(values, where)
+        return axes
+
+
 Metric = Literal["psnr", "ms_ssim", "lpips"]
 
 
@@ -193,6 +264,7 @@ class Scenario(_Strict):
     max_batch: int = Field(16, ge=1, le=4096)
     batch_window_s: float = Field(0.0, ge=0, description="how long an idle node waits to fill a batch")
     save_images: int = Field(0, ge=0, le=64, description="first N frames per flow: save each hop's image")
+    sweep: Sweep | None = Field(None, description="grid of variations run by `netsim sweep`; ignored by `netsim run`")
 
     @model_validator(mode="after")
     def _references(self) -> "Scenario":

@@ -6,7 +6,6 @@ layers come from the ``lpips`` wheel, or from the file when it carries them.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -15,6 +14,8 @@ import lpips
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from netsim.results import sha256_file
 
 ENV_VAR = "NETSIM_LPIPS_WEIGHTS"
 TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"
@@ -105,14 +106,6 @@ def _build(path: Path) -> lpips.LPIPS:
     return model
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class LpipsMetric(nn.Module):
     """LPIPS distance per image; build with ``LpipsMetric.load``.
 
@@ -143,7 +136,7 @@ class LpipsMetric(nn.Module):
                 f"{TORCHVISION_FILE} (or alexnet-owt-*.pth) in {_hub_checkpoints()}")
         key = (str(path.resolve()), str(torch.device(device)))
         if key not in _CACHE:
-            _CACHE[key] = cls(_build(path), path, _sha256(path)).to(device)
+            _CACHE[key] = cls(_build(path), path, sha256_file(path)).to(device)
         return _CACHE[key]
 
     def train(self, mode: bool = True) -> "LpipsMetric":

@@ -10,13 +10,10 @@ Directory: ``directory`` argument, else ``$NETSIM_MODELS``, else the repository'
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -25,6 +22,7 @@ from torch import nn
 
 import netsim
 from netsim.nn.registry import build_model
+from netsim.results import atomic_path, sha256_file
 
 __all__ = ["CheckpointError", "ModelNotFound", "models_dir", "save_model", "load_model", "list_models"]
 
@@ -48,26 +46,6 @@ def models_dir(directory: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path(netsim.__file__).resolve().parent.parent / "models"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp) on a temporary file beside ``path``, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: nn.Module, name: str, card_extra: dict | None = None,
                directory: str | os.PathLike | None = None) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` atomically; return the card's path."""
@@ -86,10 +64,12 @@ def save_model(model: nn.Module, name: str, card_extra: dict | None = None,
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = d / f"{name}.safetensors"
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"name": name, "arch": arch}))
-    card["sha256"] = _sha256(weights)
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"name": name, "arch": arch})
+    card["sha256"] = sha256_file(weights)
     card_path = d / f"{name}.json"
-    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    with atomic_path(card_path) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
     return card_path
 
 
@@ -128,7 +108,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     weights = card_path.with_suffix(".safetensors")
     if not weights.is_file():
         raise CheckpointError(f"{card_path}: weights file {weights.name} is missing")
-    sha = _sha256(weights)
+    sha = sha256_file(weights)
     if sha != card["sha256"]:
         raise CheckpointError(f"{weights}: sha256 {sha[:16]}... does not match the card's "
                               f"{str(card['sha256'])[:16]}...")

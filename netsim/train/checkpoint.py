@@ -14,7 +14,6 @@ removed after the JSON points at the new one. Loading reads JSON and safetensors
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from netsim.nn.zoo import CheckpointError
-from netsim.results import atomic_path
+from netsim.results import atomic_path, sha256_file
 
 __all__ = ["FORMAT", "CHECKPOINT_JSON", "save_checkpoint", "load_checkpoint", "read_checkpoint_meta",
            "config_mismatch"]
@@ -35,14 +34,6 @@ __all__ = ["FORMAT", "CHECKPOINT_JSON", "save_checkpoint", "load_checkpoint", "r
 FORMAT = "netsim-train-checkpoint"
 VERSION = 1
 CHECKPOINT_JSON = "checkpoint.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _jsonable(v: Any) -> Any:
@@ -115,7 +106,7 @@ def save_checkpoint(directory: str | os.PathLike, *, kind: str, config: dict, ep
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": kind, "epoch": str(epoch)})
     meta = {
         "format": FORMAT, "version": VERSION, "kind": kind, "config": config,
-        "epoch": epoch, "step": step, "weights": weights.name, "sha256": _sha256(weights),
+        "epoch": epoch, "step": step, "weights": weights.name, "sha256": sha256_file(weights),
         "optimizer": opt_meta, "scheduler": _jsonable(scheduler.state_dict()),
         "rng": sorted(generators), "history": _jsonable(history), **(extra or {}),
     }
@@ -180,7 +171,7 @@ def load_checkpoint(directory: str | os.PathLike, *, kind: str, config: dict, mo
     weights = d / name
     if not name.endswith(".safetensors") or not weights.is_file():
         raise CheckpointError(f"{where}: tensor file {meta['weights']!r} is missing")
-    if _sha256(weights) != meta["sha256"]:
+    if sha256_file(weights) != meta["sha256"]:
         raise CheckpointError(f"{weights}: sha256 does not match {CHECKPOINT_JSON} (corrupt or replaced file)")
     try:
         tensors = load_file(str(weights))

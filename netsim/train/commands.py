@@ -264,6 +264,8 @@ def eval_group() -> None:
 @click.option("--no-lpips", is_flag=True, help="skip LPIPS")
 @click.option("--no-baseline", is_flag=True, help="skip the uncoded analog baseline")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the table as CSV (or .json)")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="draw PSNR / MS-SSIM / LPIPS against SNR (PATH.png and PATH.svg)")
 @click.option("--models-dir", type=click.Path(file_okay=False))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
@@ -291,6 +293,11 @@ def eval_codec_cmd(**p) -> None:
             else:
                 df.to_csv(tmp, index=False)
         click.echo(f"wrote {p['output']}")
+    if p["plot_path"]:
+        from netsim.plots import plot_snr_curves
+
+        for path in plot_snr_curves(df, p["plot_path"]):
+            click.echo(f"wrote {path}")
 
 
 @eval_group.command("hasher")

@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from netsim.data import DataError
 from netsim.nn.registry import build_model
-from netsim.nn.zoo import CheckpointError, _sha256, load_model, save_model
+from netsim.nn.zoo import CheckpointError, load_model, save_model
+from netsim.results import sha256_file
 from netsim.nn.zoo import models_dir as zoo_dir
 from netsim.train.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from netsim.train.datasets import DataSpec, load_data, strong_augment, weak_augment
@@ -214,6 +215,14 @@ def _data_card(spec: DataSpec, parts: dict) -> dict:
 
 # ------------------------------------------------------------------------------ DeepJSCC
 
+def _run_fields(run: dict, seed: int, batch_size: int, lr: float, lr_gamma: float, weight_decay: float,
+                dev: torch.device) -> dict:
+    """The model-card fields every training run records about how it ran."""
+    return {"epochs": run["epochs"], "steps": run["steps"], "seed": seed, "batch_size": batch_size, "lr": lr,
+            "lr_gamma": lr_gamma, "weight_decay": weight_decay, "optimizer": "Adam", "device": str(dev),
+            "train_time_s": run["train_time_s"]}
+
+
 def train_jscc(data: DataSpec | dict, *, name: str, snr_db: float = 10.0, relays: int = 0,
                size: str = "base", c_out: int = 16, loss: str = "mse", lam: float = LAMBDA_JSCC,
                hasher: str | None = None, epochs: int = 100, batch_size: int = 64, lr: float = 1e-4,
@@ -291,16 +300,7 @@ def train_jscc(data: DataSpec | dict, *, name: str, snr_db: float = 10.0, relays
         "loss": loss,
         "lambda": float(lam) if loss == "mse+dhd" else None,
         "hasher": config["hasher"],
-        "epochs": run["epochs"],
-        "steps": run["steps"],
-        "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "lr_gamma": lr_gamma,
-        "weight_decay": weight_decay,
-        "optimizer": "Adam",
-        "device": str(dev),
-        "train_time_s": run["train_time_s"],
+        **_run_fields(run, seed, batch_size, lr, lr_gamma, weight_decay, dev),
         "command": command or _python_command(
             "train_jscc", name=name, snr_db=snr_db, relays=relays, size=size, c_out=c_out, loss=loss,
             lam=lam, hasher=hasher, epochs=epochs, batch_size=batch_size, lr=lr, lr_gamma=lr_gamma,
@@ -390,16 +390,7 @@ def train_dhd(data: DataSpec | dict, *, name: str, backbone: str = "small-cnn", 
         "augmentation": {"teacher": "weak: crop (pad 4) + flip",
                          "student": "strong: resized crop (0.5-1) + flip, colour jitter p0.8, "
                                     "grayscale p0.2, erasing p0.25"},
-        "epochs": run["epochs"],
-        "steps": run["steps"],
-        "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "lr_gamma": lr_gamma,
-        "weight_decay": weight_decay,
-        "optimizer": "Adam",
-        "device": str(dev),
-        "train_time_s": run["train_time_s"],
+        **_run_fields(run, seed, batch_size, lr, lr_gamma, weight_decay, dev),
         "command": command or _python_command(
             "train_dhd", name=name, backbone=backbone, n_bits=n_bits, epochs=epochs, batch_size=batch_size,
             lr=lr, lr_gamma=lr_gamma, seed=seed, steps_per_epoch=steps_per_epoch, data=spec.describe()),
@@ -489,7 +480,7 @@ def fit_codebooks(model: nn.Module | str, data, snr_db: float, pairs: Sequence[t
                                                       pairs=[(int(a), str(Fraction(c))) for a, c in (pairs or PAPER_QF_PAIRS)],
                                                       seed=seed),
                 "load": "netsim.phy.quantizer.VectorQuantizer.load(path)",
-                "sha256": _sha256(path)}
+                "sha256": sha256_file(path)}
         write_json(card, d / f"{cb}.json")
         paths.append(path)
     return paths
