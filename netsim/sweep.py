@@ -419,8 +419,9 @@ def run_sweep(plan: SweepPlan, executor: str | Executor = "local", jobs: int = 1
         table = sweep_table(plan)
         write_table(table, plan.sweep_dir, "sweep")
         write_json(_sweep_record(plan, complete=True), plan.sweep_dir / "sweep.json")
+    ran_now = set(ran)
     return SweepResult(plan.sweep_dir, table, plan.sweep_dir / "sweep.parquet",
-                       [p.id for p in plan.points if p.id in set(ran)],
+                       [p.id for p in plan.points if p.id in ran_now],
                        [p.id for p in plan.points if p.id in finished])
 
 
