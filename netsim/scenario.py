@@ -83,7 +83,9 @@ class Link(_Strict):
     snr_db: float = Field(ge=-50, le=100)
     symbol_rate: float = Field(1e6, gt=0, description="complex channel symbols per second")
     delay_s: float = Field(0.0, ge=0, description="propagation delay in seconds")
-    channel: Literal["awgn"] = "awgn"
+    channel: Literal["awgn", "rayleigh"] = Field(
+        "awgn", description="awgn, or rayleigh: block fading, one h ~ CN(0,1) per frame and hop")
+    csi: bool = Field(True, description="rayleigh: the receiver knows h and equalises")
     bit_rate: float | None = Field(
         None, gt=0, description="bits/s of the error-free bit pipe; default: capacity symbol_rate*log2(1+SNR)")
     bidirectional: bool = False

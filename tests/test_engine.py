@@ -219,3 +219,31 @@ def test_lpips_unavailable_is_nan_and_noted(tmp_path, monkeypatch):
         result = run(chain(["df"], metrics=["psnr", "lpips"]))
     assert result.hops["lpips"].isna().all()
     assert any("LPIPS" in note for note in result.manifest["notes"])
+
+
+def test_rayleigh_fading_statistics():
+    import scipy.stats
+
+    from netsim.phy.channel import rayleigh_gain
+
+    keys = keys_tensor([noise_key(3, 0, f, 1) for f in range(20000)])
+    gain2 = rayleigh_gain(keys, "cpu").abs().square().numpy()
+    # |h|^2 ~ Exp(1): mean 1 (std of the mean 1/sqrt(N) = 0.7 %), and a KS test against Exp(1)
+    assert 0.97 < gain2.mean() < 1.03
+    assert scipy.stats.kstest(gain2, "expon").pvalue > 1e-3
+    # the fading stream is not the noise stream of the same key
+    noise = complex_normal(keys[:5], (1,), "cpu")[:, 0]
+    assert not torch.allclose(noise, rayleigh_gain(keys[:5], "cpu"))
+
+
+def test_rayleigh_link_with_and_without_csi():
+    data = chain(["df"], snr_db=15.0, size=16, count=6)
+    for link in data["links"]:
+        link["channel"] = "rayleigh"
+    with_csi = run(data).hops
+    for link in data["links"]:
+        link["csi"] = False
+    without = run(data).hops
+    r1 = with_csi[with_csi["node"] == "r1"]
+    assert r1["snr_eff_db"].std() > 1.0  # the effective SNR varies frame by frame
+    assert r1["psnr"].mean() > without.loc[without["node"] == "r1", "psnr"].mean()

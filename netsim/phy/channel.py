@@ -72,12 +72,16 @@ def _to_unit(h: torch.Tensor) -> torch.Tensor:
     return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
 
 
-def complex_normal(keys: torch.Tensor, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+def complex_normal(keys: torch.Tensor, shape: tuple[int, ...], device: torch.device | str,
+                   stream: int = 0) -> torch.Tensor:
     """Standard complex Gaussian CN(0, 1) samples, complex64 [B, *shape], one stream per key row.
 
-    keys: int64 [B, 3] (see ``noise_key``). Element j of row b depends only on (keys[b], j).
+    keys: int64 [B, 3] (see ``noise_key``). Element j of row b depends only on (keys[b], j, stream);
+    stream 0 is the noise, stream 1 the fading coefficient of the same frame and hop.
     """
     keys = keys.to(device)
+    if stream:
+        keys = keys ^ torch.tensor([0, 0, _splitmix64(stream) & _MASK32], device=device)
     counter = torch.arange(math.prod(shape), device=device, dtype=torch.int64).unsqueeze(0)
     h1 = _fmix32(_fmix32(counter ^ keys[:, 0:1]) ^ keys[:, 1:2])
     h2 = _fmix32(h1 ^ keys[:, 2:3])
@@ -100,4 +104,27 @@ def awgn(x: torch.Tensor, snr_db: float, keys: torch.Tensor) -> torch.Tensor:
     return x + sigma * noise.to(x.dtype)
 
 
-CHANNELS = {"awgn": awgn}
+def rayleigh_gain(keys: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Block-fading coefficients h ~ CN(0, 1), complex64 [B]: one per image (frame and hop)."""
+    return complex_normal(keys, (1,), device, stream=1)[:, 0]
+
+
+def transmit(channel: str, x: torch.Tensor, snr_db: float, keys: torch.Tensor,
+             csi: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Send x [B, *shape] over a link; returns (y, noise variance added per image [B]).
+
+    ``awgn``: y = x + n. ``rayleigh``: block fading, y = h x + n with one h ~ CN(0, 1) per image;
+    with receiver CSI the receiver equalises (y / h = x + n / h, noise sigma^2 / |h|^2), without it
+    the decoder gets h x + n as it is.
+    """
+    sigma2 = snr_to_noise_var(snr_db)
+    if channel == "awgn":
+        return awgn(x, snr_db, keys), torch.full((x.shape[0],), sigma2)
+    if channel != "rayleigh":
+        raise ValueError(f"unknown channel {channel!r} (awgn, rayleigh)")
+    h = rayleigh_gain(keys, x.device).view(-1, *([1] * (x.dim() - 1)))
+    y = awgn(h * x, snr_db, keys)
+    if not csi:
+        return y, torch.full((x.shape[0],), sigma2)
+    gain2 = h.abs().square().flatten().clamp_min(1e-12)
+    return y / h, (sigma2 / gain2).cpu()

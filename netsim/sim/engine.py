@@ -32,7 +32,7 @@ import torch
 
 from netsim.data import load_workload_images
 from netsim.metrics import LpipsMetric, LpipsUnavailable, bit_agreement, hamming_distance, hash_cosine, ms_ssim, psnr
-from netsim.phy.channel import CHANNELS, keys_tensor, noise_key, snr_to_noise_var
+from netsim.phy.channel import keys_tensor, noise_key, transmit
 from netsim.phy.quantizer import VectorQuantizer
 from netsim.scenario import Link, Node, QFSettings, Scenario, ScenarioError
 from netsim.sim.codecs import CodecResolver
@@ -224,7 +224,7 @@ class Simulation:
         S = flow.images[idx]
         x, _ = codec.encode(S)
         keys = keys_tensor([noise_key(self.scenario.seed, flow.index, -1 - i, pos - 1) for i in range(n)])
-        y = CHANNELS[link.channel](x, link.snr_db, keys)
+        y, _ = transmit(link.channel, x, link.snr_db, keys, link.csi)
         return VectorQuantizer.fit(y, settings.n_q, settings.fraction_b, seed=self.scenario.seed)
 
     # ----------------------------------------------------------------------------------- run
@@ -409,11 +409,10 @@ class Simulation:
             if first.kind == "symbols":
                 symbols, bits = math.prod(first.symbol_shape), 0
                 keys = keys_tensor([noise_key(self.scenario.seed, f.flow.index, f.index, hop) for f in group])
-                y = CHANNELS[spec.channel](gather([f.payload for f in group]), spec.snr_db, keys)
-                noise = snr_to_noise_var(spec.snr_db)  # added to y whose signal power is f.sig_power
-                for i, f in enumerate(group):
+                y, noise = transmit(spec.channel, gather([f.payload for f in group]), spec.snr_db, keys, spec.csi)
+                for i, (f, n) in enumerate(zip(group, noise.tolist())):
                     f.payload = (y, i)
-                    f.noise_power += noise
+                    f.noise_power += n  # added to y whose signal power is f.sig_power
             else:
                 symbols, bits = 0, first.quantizer.bits_per_image(math.prod(first.symbol_shape))
             airtime = symbols / spec.symbol_rate + (bits + side_bits) / spec.effective_bit_rate
