@@ -158,6 +158,8 @@ class Flow(_Strict):
     source: Identifier
     destination: Identifier
     route: list[Identifier] | None = Field(None, description="node ids from source to destination")
+    routing: Literal["fewest_hops", "widest"] = Field(
+        "fewest_hops", description="without a route: fewest hops, or the path whose weakest link is strongest")
     codec: CodecSpec | list[CodecSpec] = Field(
         "uncoded", description="'uncoded', a zoo model name or checkpoint path, or one per hop")
     workload: Workload = Workload()

@@ -23,12 +23,11 @@ def resolve_route(graph: nx.DiGraph, flow: Flow, index: int) -> list[str]:
     if flow.route is None:
         # Only relays may carry traffic onwards; other sources and destinations are not transit nodes.
         transit = [n for n, spec in graph.nodes(data="spec") if spec.role == "relay"]
-        try:
-            return nx.shortest_path(graph.subgraph([*transit, flow.source, flow.destination]),
-                                    flow.source, flow.destination)
-        except nx.NetworkXNoPath:
-            raise ScenarioError(
-                f"{where}: destination {flow.destination!r} is unreachable from {flow.source!r}") from None
+        usable = graph.subgraph([*transit, flow.source, flow.destination])
+        path = (widest_path if flow.routing == "widest" else _fewest_hops)(usable, flow.source, flow.destination)
+        if path is None:
+            raise ScenarioError(f"{where}: destination {flow.destination!r} is unreachable from {flow.source!r}")
+        return path
     route = list(flow.route)
     if route[0] != flow.source or route[-1] != flow.destination:
         raise ScenarioError(f"{where}: must start at {flow.source!r} and end at {flow.destination!r}")
@@ -44,6 +43,24 @@ def resolve_route(graph: nx.DiGraph, flow: Flow, index: int) -> list[str]:
         if graph.nodes[node]["spec"].role != "relay":
             raise ScenarioError(f"{where}: intermediate node {node!r} is not a relay")
     return route
+
+
+def _fewest_hops(graph: nx.DiGraph, source: str, destination: str) -> list[str] | None:
+    try:
+        return nx.shortest_path(graph, source, destination)
+    except nx.NetworkXNoPath:
+        return None
+
+
+def widest_path(graph: nx.DiGraph, source: str, destination: str) -> list[str] | None:
+    """The path whose weakest link has the highest SNR; among those, the one with fewest hops."""
+    for threshold in sorted({d["link"].snr_db for _, _, d in graph.edges(data=True)}, reverse=True):
+        strong = graph.edge_subgraph((a, b) for a, b, d in graph.edges(data=True) if d["link"].snr_db >= threshold)
+        if source in strong and destination in strong:
+            path = _fewest_hops(strong, source, destination)
+            if path is not None:
+                return path
+    return None
 
 
 def route_links(graph: nx.DiGraph, route: list[str]) -> list[Link]:

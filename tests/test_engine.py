@@ -247,3 +247,16 @@ def test_rayleigh_link_with_and_without_csi():
     r1 = with_csi[with_csi["node"] == "r1"]
     assert r1["snr_eff_db"].std() > 1.0  # the effective SNR varies frame by frame
     assert r1["psnr"].mean() > without.loc[without["node"] == "r1", "psnr"].mean()
+
+
+def test_routing_fewest_hops_and_widest():
+    from netsim.topology import check_routes
+
+    # src -> a -> dst is short but has a 0 dB link; src -> b -> c -> dst is longer, 10 dB at worst
+    data = chain([], count=1)
+    data["nodes"][1:1] = [{"id": n, "role": "relay", "mode": "df"} for n in "abc"]
+    data["links"] = [{"src": s, "dst": d, "snr_db": snr} for s, d, snr in
+                     [("src", "a", 20), ("a", "dst", 0), ("src", "b", 12), ("b", "c", 10), ("c", "dst", 15)]]
+    assert check_routes(parse_scenario(data)) == [["src", "a", "dst"]]
+    data["flows"][0]["routing"] = "widest"
+    assert check_routes(parse_scenario(data)) == [["src", "b", "c", "dst"]]
