@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
 
@@ -95,6 +96,98 @@ class Link(_Strict):
         if self.bit_rate is not None:
             return self.bit_rate
         return self.symbol_rate * math.log2(1.0 + 10.0 ** (self.snr_db / 10.0))
+
+
+RelayMode = Literal["df", "qf", "af"]
+
+
+class PathLoss(_Strict):
+    """Log-distance path loss: PL(d) = ref_loss_db + 10 * exponent * log10(d / ref_distance_m) dB,
+    and the link SNR is tx_power_dbm - PL(d) - noise_floor_dbm (netsim.topology.snr_from_distance)."""
+
+    tx_power_dbm: float = Field(20.0, description="transmit power in dBm (20 dBm = 100 mW)")
+    noise_floor_dbm: float = Field(-90.0, description="receiver noise floor in dBm")
+    exponent: float = Field(3.0, gt=0, le=10, description="path-loss exponent eta (2: free space)")
+    ref_distance_m: float = Field(1.0, gt=0, description="reference distance d0 in metres")
+    ref_loss_db: float = Field(
+        40.05, description="PL(d0); default: free space at 2.4 GHz and 1 m, 20 log10(4 pi d0 f / c)")
+    min_snr_db: float | None = Field(
+        None, ge=-50, le=100, description="links whose SNR from distance is below this are left out")
+
+
+class LinkDefaults(_Strict):
+    """Link fields for every link of a topology (a file's edge attributes take precedence).
+    Unset fields take the Link defaults; snr_db, when set, replaces the SNR from path loss."""
+
+    snr_db: float | None = Field(None, ge=-50, le=100)
+    symbol_rate: float | None = Field(None, gt=0)
+    delay_s: float | None = Field(None, ge=0)
+    channel: Literal["awgn", "rayleigh"] | None = None
+    csi: bool | None = None
+    bit_rate: float | None = Field(None, gt=0)
+
+
+class Roles(_Strict):
+    sources: list[Identifier] = []
+    destinations: list[Identifier] = []
+
+
+TOPOLOGY_FIELDS = {  # the kind-specific fields each kind accepts
+    "file": {"path"},
+    "line": {"n", "spacing_m"},
+    "grid": {"rows", "cols", "spacing_m"},
+    "random_geometric": {"n", "radius_m", "area_m", "seed"},
+}
+
+
+class Topology(_Strict):
+    """Nodes and links generated (line, grid, random geometric) or read from a GraphML / GML file.
+
+    Generated node ids: ``n0 .. n{N-1}`` (line, random_geometric), ``r{i}c{j}`` (grid, row i,
+    column j). Positions are in metres: line (i * spacing_m, 0), grid (j * spacing_m,
+    i * spacing_m), random_geometric uniform in an area_m x area_m square. Neighbours (line:
+    consecutive, grid: 4-neighbourhood, random_geometric: within radius_m) get a link in both
+    directions whose SNR comes from ``path_loss`` (or ``link_defaults.snr_db``). Nodes named in
+    ``roles`` are sources / destinations; every other node is a relay with ``relay_mode``
+    (``modes`` overrides it per node). Expanded by netsim.topology.expand_topology.
+    """
+
+    kind: Literal["file", "line", "grid", "random_geometric"]
+    path: str | None = Field(
+        None, description="file: .graphml / .xml or .gml; relative to the current directory; ~ and env vars expanded")
+    n: int | None = Field(None, ge=2, le=10000, description="line, random_geometric: number of nodes")
+    rows: int | None = Field(None, ge=1, le=1000, description="grid")
+    cols: int | None = Field(None, ge=1, le=1000, description="grid")
+    spacing_m: float | None = Field(None, gt=0, description="line, grid: distance between neighbours (10 m)")
+    radius_m: float | None = Field(None, gt=0, description="random_geometric: link when distance <= radius_m")
+    area_m: float | None = Field(None, gt=0, description="random_geometric: side of the square (100 m)")
+    seed: int | None = Field(None, ge=0, description="random_geometric: placement seed (0; not the scenario seed)")
+    roles: Roles | None = Field(None, description="required when generated; file: overrides role attributes")
+    relay_mode: RelayMode = "df"
+    modes: dict[Identifier, RelayMode] = Field({}, description="relay mode per node id")
+    qf: QFSettings | None = Field(None, description="settings of every qf relay")
+    link_defaults: LinkDefaults = LinkDefaults()
+    path_loss: PathLoss = PathLoss()
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "Topology":
+        allowed = TOPOLOGY_FIELDS[self.kind]
+        for name in sorted(set().union(*TOPOLOGY_FIELDS.values()) - allowed):
+            if getattr(self, name) is not None:
+                raise _FieldError(f"topology.{name}", f"not used by kind {self.kind} "
+                                                      f"(its fields: {', '.join(sorted(allowed))})")
+        required = {"file": ["path"], "line": ["n"], "grid": ["rows", "cols"], "random_geometric": ["n", "radius_m"]}
+        for name in required[self.kind]:
+            if getattr(self, name) is None:
+                raise _FieldError(f"topology.{name}", f"kind {self.kind} needs {name}")
+        if self.kind == "grid" and self.rows * self.cols < 2:
+            raise _FieldError("topology", "a grid needs at least 2 nodes")
+        if self.kind == "grid" and self.rows * self.cols > 10000:
+            raise _FieldError("topology", f"a grid of at most 10000 nodes, got {self.rows}x{self.cols}")
+        if self.kind != "file" and (self.roles is None or not self.roles.sources or not self.roles.destinations):
+            raise _FieldError("topology.roles", "a generated topology needs roles: {sources: [ids], "
+                                                "destinations: [ids]} (at least one of each)")
+        return self
 
 
 class ImageSource(_Strict):
@@ -258,8 +351,9 @@ class Scenario(_Strict):
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     output_dir: str = "runs/{name}"
-    nodes: list[Node] = Field(min_length=2)
-    links: list[Link] = Field(min_length=1)
+    nodes: list[Node] | None = Field(None, min_length=2, description="written out, or generated by topology")
+    links: list[Link] | None = Field(None, min_length=1, description="written out, or generated by topology")
+    topology: Topology | None = Field(None, description="generate nodes and links, or read them from a file")
     flows: list[Flow] = Field(min_length=1)
     hash_check: HashCheck = HashCheck()
     metrics: list[Metric] = ["psnr", "ms_ssim", "lpips"]
@@ -272,6 +366,7 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "Scenario":
+        self._expand_topology()
         ids = [n.id for n in self.nodes]
         _unique(ids, "nodes", "node id")
         _unique([f.id for f in self.flows], "flows", "flow id")
@@ -281,7 +376,7 @@ class Scenario(_Strict):
         for i, link in enumerate(self.links):
             for end in ("src", "dst"):
                 if getattr(link, end) not in known:
-                    raise _FieldError(f"links.{i}.{end}", f"unknown node {getattr(link, end)!r} (nodes: {', '.join(ids)})")
+                    raise _FieldError(f"links.{i}.{end}", f"unknown node {getattr(link, end)!r} (nodes: {_listed(ids)})")
             if link.src == link.dst:
                 raise _FieldError(f"links.{i}", f"self-loop on {link.src!r}")
             pairs = [(link.src, link.dst)] + ([(link.dst, link.src)] if link.bidirectional else [])
@@ -293,16 +388,53 @@ class Scenario(_Strict):
             for end, role in (("source", "source"), ("destination", "destination")):
                 node = getattr(flow, end)
                 if node not in known:
-                    raise _FieldError(f"flows.{i}.{end}", f"unknown node {node!r} (nodes: {', '.join(ids)})")
+                    raise _FieldError(f"flows.{i}.{end}", f"unknown node {node!r} (nodes: {_listed(ids)})")
                 if roles[node] != role:
                     raise _FieldError(f"flows.{i}.{end}", f"node {node!r} is a {roles[node]}, not a {role}")
         return self
+
+    def _expand_topology(self) -> None:
+        """With a topology section, fill nodes and links with what it generates (written-out
+        nodes / links and a topology exclude each other)."""
+        if self.topology is None:
+            for name in ("nodes", "links"):
+                if getattr(self, name) is None:
+                    raise _FieldError(name, f"Field required (or a topology section that generates {name})")
+            return
+        for name in ("nodes", "links"):
+            if getattr(self, name) is not None:
+                raise _FieldError(name, "give either a topology or written-out nodes and links, not both")
+        from netsim.topology import TopologyError, expand_topology
+
+        try:
+            nodes, links = expand_topology(self.topology)
+        except TopologyError as err:
+            raise _FieldError(err.loc, err.msg) from None
+        # The model is frozen; these two fields are derived once, here, during validation.
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "links", links)
+
+    @model_serializer(mode="wrap")
+    def _without_generated(self, handler) -> dict[str, Any]:
+        """Dumps keep the topology section, not what it generated, so that they parse again."""
+        data = handler(self)
+        if self.topology is not None and isinstance(data, dict):
+            data.pop("nodes", None)
+            data.pop("links", None)
+        return data
 
 
 class _FieldError(ValueError):
     def __init__(self, loc: str, msg: str):
         super().__init__(msg)
         self.loc, self.msg = loc, msg
+
+
+def _listed(ids: list[str], limit: int = 20) -> str:
+    """Node ids for an error line; long lists (generated topologies) are cut short."""
+    if len(ids) <= limit:
+        return ", ".join(ids)
+    return f"{', '.join(ids[:limit])}, ... {len(ids) - limit} more"
 
 
 def _unique(values: list[str], where: str, what: str) -> None:

@@ -59,7 +59,6 @@ ALIASES = {"snr_db": "links.*.snr_db", "codec": "flows.*.codec"}
 STATS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "bpp", "latency_s")
 """Per-hop columns summarised in the sweep table as ``<stat>_mean`` and ``<stat>_ci95``."""
 
-KEY_COLUMNS = ("point", "flow", "hop", "node", "role", "mode", "n")
 DONE = "done.json"
 ID_LENGTH = 10
 
@@ -253,9 +252,7 @@ class PointTask:
 class PointOutcome:
     id: str
     ok: bool
-    wall_s: float
     error: str | None = None  # one line
-    user_error: bool = False  # a ScenarioError / DataError rather than a crash
 
 
 def run_point(task: PointTask) -> PointOutcome:
@@ -275,11 +272,10 @@ def run_point(task: PointTask) -> PointOutcome:
     except Exception as err:  # noqa: BLE001 - reported to the sweep, which stops with one line
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc())
-        user = isinstance(err, (ScenarioError, DataError))
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if not user:
+        if not isinstance(err, (ScenarioError, DataError)):  # a crash rather than bad input
             msg = f"{type(err).__name__}: {msg} (traceback in {run_dir / 'error.txt'})"
-        return PointOutcome(task.id, False, time.perf_counter() - start, msg, user)
+        return PointOutcome(task.id, False, msg)
     wall = time.perf_counter() - start
     (run_dir / "error.txt").unlink(missing_ok=True)
     write_json({
@@ -287,7 +283,7 @@ def run_point(task: PointTask) -> PointOutcome:
         "scenario_sha256": task.scenario_sha256, "frames": len(result.frames), "wall_s": wall,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }, run_dir / DONE)
-    return PointOutcome(task.id, True, wall)
+    return PointOutcome(task.id, True)
 
 
 def _done_record(plan: SweepPlan, point: Point) -> dict | None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from netsim.nn import (DHD, CheckpointError, DeepJSCC, DeepJSCCMultiHop, ModelNotFound,
                        UnknownModelError, build_model, list_models, load_model,
                        registered_models, save_model)
-from netsim.nn.deepjscc import _awgn
+from netsim.phy.channel import awgn_sampled as _awgn
 from netsim.train.losses import (bce_q_loss, dhd_loss, hash_proxy_loss, jscc_dhd_loss, jscc_loss,
                                  sdh_loss)
 

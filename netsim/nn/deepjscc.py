@@ -15,25 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from netsim.nn.registry import register_model
+from netsim.phy.channel import awgn_sampled, power_normalize
 
 __all__ = ["DeepJSCC", "DeepJSCCMultiHop", "SIZES"]
 
 SIZES = ("small", "base", "paper")
 PAPER_WIDTH = 256  # N of Yilmaz et al. 2023: ~22M parameters, ~89 MB float32 (paper: 89.2 MB)
-
-
-def _awgn(x: Tensor, snr_db, generator: torch.Generator | None) -> Tensor:
-    """y = x + n, n ~ CN(0, sigma^2), sigma^2 = 10^(-snr/10).
-
-    x: complex64 [B, ...]; snr_db: float or tensor [B] (per image). torch.randn with a complex
-    dtype draws real and imaginary parts each with variance 1/2, i.e. CN(0, 1).
-    """
-    snr = torch.as_tensor(snr_db, dtype=torch.float32, device=x.device)
-    if snr.ndim == 1:
-        snr = snr.reshape(-1, *([1] * (x.ndim - 1)))
-    sigma = torch.pow(10.0, -snr / 20.0)
-    n = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-    return x + sigma * n
 
 
 # ---------------------------------------------------------------- building blocks ("paper")
@@ -230,8 +217,7 @@ class DeepJSCC(nn.Module):
         self.symbol_shape(*S.shape[-2:])  # raises ValueError unless H, W divisible by 4
         z = self.encoder(S).float()
         x = torch.complex(*z.chunk(2, dim=1))
-        power = x.abs().square().mean(dim=(1, 2, 3), keepdim=True)
-        return x * power.rsqrt()
+        return power_normalize(x)
 
     def decode(self, y: Tensor, snr_db=None) -> Tensor:
         """y complex [B,c_out/2,H/4,W/4] -> S_hat float [B,C,H,W] in [0,1]. ``snr_db`` is ignored."""
@@ -239,7 +225,7 @@ class DeepJSCC(nn.Module):
 
     def forward(self, S: Tensor, snr_db, generator: torch.Generator | None = None) -> Tensor:
         """S -> encode -> one AWGN hop at ``snr_db`` (float or tensor [B]) -> decode -> S_hat."""
-        return self.decode(_awgn(self.encode(S), snr_db, generator))
+        return self.decode(awgn_sampled(self.encode(S), snr_db, generator))
 
 
 @register_model("deepjscc-multihop")

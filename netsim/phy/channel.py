@@ -37,6 +37,19 @@ def power_normalize(x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(power.clamp_min(1e-12)).view(-1, *([1] * (x.dim() - 1)))
 
 
+def awgn_sampled(x: torch.Tensor, snr_db, generator: torch.Generator | None = None) -> torch.Tensor:
+    """y = x + n with n from torch's generator (training: fast, not keyed per frame).
+
+    x: complex [B, ...]; snr_db: float or tensor [B] (one SNR per image). torch.randn with a complex
+    dtype draws real and imaginary parts each with variance 1/2, i.e. CN(0, 1).
+    """
+    snr = torch.as_tensor(snr_db, dtype=torch.float32, device=x.device)
+    if snr.ndim == 1:
+        snr = snr.reshape(-1, *([1] * (x.ndim - 1)))
+    sigma = torch.pow(10.0, -snr / 20.0)
+    return x + sigma * torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+
+
 def _splitmix64(z: int) -> int:
     z = (z + 0x9E3779B97F4A7C15) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
