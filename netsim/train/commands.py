@@ -316,3 +316,67 @@ def eval_hasher_cmd(**p) -> None:
     r = eval_hasher(p["model_name"], _spec(p, p["quiet"]), topk=p["topk"], batch_size=p["batch_size"],
                     device=_device(p["device"]), models_dir=p["models_dir"], progress=not p["quiet"])
     click.echo(json.dumps(r))
+
+
+@eval_group.command("separation")
+@data_options
+@click.option("--rho", default="1/6", show_default=True,
+              help="bandwidth ratio k / (3 H W); k = rho * 3 * H * W channel symbols per image")
+@click.option("--k", "k", type=click.IntRange(1), help="complex channel symbols per image (overrides --rho)")
+@click.option("--snrs", default="-15,-10,-5,0,5,10,15,20", show_default=True,
+              help="comma-separated SNRs in dB")
+@click.option("--codecs", help="comma-separated: jpeg, webp, avif (default: those this Pillow can write)")
+@click.option("--exhaustive", is_flag=True,
+              help="encode every quality (exact optimum) instead of bisecting; 2-4x slower")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the table as CSV (or .json)")
+@click.option("--quiet", "-q", is_flag=True)
+@_errors
+def eval_separation_cmd(**p) -> None:
+    """The separation reference line: best PSNR of a real image codec whose file (headers
+    included) fits in the capacity k log2(1 + SNR) bits, on the test images, per codec and SNR."""
+    from fractions import Fraction
+
+    import torch
+
+    from netsim.phy.separation import available_codecs, check_codec, separation_curve
+    from netsim.train.datasets import load_data
+
+    try:
+        snrs = [float(s) for s in p["snrs"].split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--snrs {p['snrs']!r}: expected comma-separated numbers")
+    if not snrs:
+        _fail("--snrs: no SNR given")
+    if p["codecs"]:
+        codecs = [check_codec(c) for c in p["codecs"].split(",") if c.strip()]
+        if not codecs:
+            _fail("--codecs: no codec given")
+    else:
+        codecs = available_codecs()
+    ds = load_data(_spec(p, p["quiet"]), ("test",))["test"]
+    S = ds.batch(torch.arange(len(ds)))[0]
+    H, W = S.shape[-2:]
+    if p["k"]:
+        k = p["k"]
+    else:
+        try:
+            rho = Fraction(p["rho"].strip())
+        except (ValueError, ZeroDivisionError):
+            _fail(f"--rho {p['rho']!r}: expected a number or a fraction such as 1/6")
+        if rho <= 0:
+            _fail(f"--rho must be positive, got {p['rho']}")
+        exact = rho * 3 * H * W
+        k = max(1, round(exact))
+        if k != exact and not p["quiet"]:
+            click.echo(f"note: rho {p['rho']} x 3x{H}x{W} = {float(exact):g} symbols, rounded to k = {k}", err=True)
+    df = separation_curve(S, k, snrs, codecs, exhaustive=p["exhaustive"], progress=not p["quiet"])
+    click.echo(df.drop(columns=["headers", "search"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if p["output"]:
+        from netsim.results import atomic_path
+
+        with atomic_path(p["output"]) as tmp:
+            if str(p["output"]).endswith(".json"):
+                tmp.write_text(df.to_json(orient="records", indent=1))
+            else:
+                df.to_csv(tmp, index=False)
+        click.echo(f"wrote {p['output']}")
