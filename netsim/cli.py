@@ -136,7 +136,7 @@ def _print_summary(result) -> None:
         table.add_column(HOP_SUMMARY_COLUMNS.get(col, col), justify="right")
     for row in summary.itertuples(index=False):
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console(stderr=False).print(table)
+    Console(width=120).print(table)
     for note in result.manifest["notes"]:
         click.echo(f"note: {note}")
 
