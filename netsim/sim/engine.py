@@ -142,13 +142,11 @@ def _grouped(frames: Iterable[Frame], key: Callable[[Frame], Any]) -> dict[Any, 
 class Simulation:
     """Build from a validated Scenario, then ``run()`` -> (hop records, frame records)."""
 
-    def __init__(self, scenario: Scenario, progress: Callable[[int], None] | None = None,
-                 run_dir=None):
+    def __init__(self, scenario: Scenario, progress: Callable[[int], None] | None = None):
         self.scenario = scenario
         self.device = pick_device(scenario.device)
         self.env = simpy.Environment()
         self.progress = progress
-        self.run_dir = run_dir
         self.notes: list[str] = []
         graph = build_graph(scenario)
         self.nodes = {n.id: NodeRuntime(n) for n in scenario.nodes}

@@ -254,6 +254,18 @@ def eval_group() -> None:
     """Measure zoo models: codec quality across SNRs, hasher retrieval mAP."""
 
 
+def _write_table(df, path: str) -> None:
+    """An evaluation table as CSV, or JSON records when the name ends in .json (atomic)."""
+    from netsim.results import atomic_path
+
+    with atomic_path(path) as tmp:
+        if str(path).endswith(".json"):
+            tmp.write_text(df.to_json(orient="records", indent=1))
+        else:
+            df.to_csv(tmp, index=False)
+    click.echo(f"wrote {path}")
+
+
 @eval_group.command("codec")
 @data_options
 @click.argument("model_name")
@@ -285,14 +297,7 @@ def eval_codec_cmd(**p) -> None:
         click.echo(f"warning: {df.attrs['lpips']} (LPIPS column is NaN)", err=True)
     click.echo(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if p["output"]:
-        from netsim.results import atomic_path
-
-        with atomic_path(p["output"]) as tmp:
-            if str(p["output"]).endswith(".json"):
-                tmp.write_text(df.to_json(orient="records", indent=1))
-            else:
-                df.to_csv(tmp, index=False)
-        click.echo(f"wrote {p['output']}")
+        _write_table(df, p["output"])
     if p["plot_path"]:
         from netsim.plots import plot_snr_curves
 
@@ -372,11 +377,4 @@ def eval_separation_cmd(**p) -> None:
     df = separation_curve(S, k, snrs, codecs, exhaustive=p["exhaustive"], progress=not p["quiet"])
     click.echo(df.drop(columns=["headers", "search"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if p["output"]:
-        from netsim.results import atomic_path
-
-        with atomic_path(p["output"]) as tmp:
-            if str(p["output"]).endswith(".json"):
-                tmp.write_text(df.to_json(orient="records", indent=1))
-            else:
-                df.to_csv(tmp, index=False)
-        click.echo(f"wrote {p['output']}")
+        _write_table(df, p["output"])
