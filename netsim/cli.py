@@ -128,7 +128,7 @@ def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from netsim.results import HOP_SUMMARY_COLUMNS, hop_summary
+    from netsim.results import HOP_SUMMARY_COLUMNS, hop_summary, latency_percentiles
 
     summary = hop_summary(result.hops)
     table = Table(title=f"per-hop means ({len(result.frames)} frames)")
@@ -136,7 +136,15 @@ def _print_summary(result) -> None:
         table.add_column(HOP_SUMMARY_COLUMNS.get(col, col), justify="right")
     for row in summary.itertuples(index=False):
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console(width=120).print(table)
+    console = Console(width=120)
+    console.print(table)
+    latency = Table(title="end-to-end latency of delivered frames [s]")
+    percentiles = latency_percentiles(result.frames)
+    for col in percentiles.columns:
+        latency.add_column(col, justify="right")
+    for row in percentiles.itertuples(index=False):
+        latency.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(latency)
     for note in result.manifest["notes"]:
         click.echo(f"note: {note}")
 

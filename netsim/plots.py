@@ -66,7 +66,29 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> list[Path
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(title="flow", fontsize=8)
     fig.suptitle(f"{run_dir.name}: per-hop metrics (mean, 95% CI)")
-    return save_figure(fig, out / "per_hop")
+    return save_figure(fig, out / "per_hop") + plot_queues(run_dir, out)
+
+
+def plot_queues(run_dir: Path, out: Path) -> list[Path]:
+    """Queue lengths over time at every node that queued anything (radio and inbox)."""
+    from netsim.results import queue_lengths
+
+    queues = queue_lengths(read_table(run_dir, "hops"))
+    busy = queues.groupby(["queue", "node"])["length"].max()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharex=True)
+    for ax, queue in zip(axes, ("radio", "inbox")):
+        for node in sorted(n for (q, n), peak in busy.items() if q == queue and peak > 0):
+            g = queues[(queues["queue"] == queue) & (queues["node"] == node)]
+            ax.step(g["time_s"], g["length"], where="post", label=node)
+        ax.set_title(f"{queue} queue (frames waiting)", fontsize=10)
+        ax.set_xlabel("simulated time [s]")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no queueing", ha="center", va="center", transform=ax.transAxes, color="grey")
+    fig.suptitle(f"{run_dir.name}: queue lengths")
+    return save_figure(fig, out / "queues")
 
 
 def save_sample_grids(samples: dict, sources: dict, directory: str | Path) -> list[Path]:

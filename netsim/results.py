@@ -111,3 +111,35 @@ def hop_summary(hops: pd.DataFrame) -> pd.DataFrame:
     summary = df.groupby(["flow", "hop", "node"], sort=True).agg(
         frames=("frame", "size"), **{c: (c, "mean") for c in cols})
     return summary.reset_index()
+
+
+def queue_lengths(hops: pd.DataFrame) -> pd.DataFrame:
+    """Queue length over time, rebuilt exactly from the hop records.
+
+    ``radio``: frames waiting for a node's transmitter (from enqueue_s to tx_start_s, counted at
+    the sender); ``inbox``: frames waiting for a node's compute (arrival_s to start_s). One row per
+    change: node, queue, time_s, length.
+    """
+    sent = hops[hops["hop"] > 0]
+    parts = [("radio", sent["sender"], sent["enqueue_s"], sent["tx_start_s"]),
+             ("inbox", hops["node"], hops["arrival_s"], hops["start_s"])]
+    events = pd.concat([
+        pd.DataFrame({"node": pd.concat([who, who]), "queue": queue,
+                      "time_s": pd.concat([join, leave]),
+                      "delta": [1] * len(join) + [-1] * len(leave)})
+        for queue, who, join, leave in parts], ignore_index=True)
+    # at equal times, departures first: a frame served on arrival never waits
+    events = events.sort_values(["node", "queue", "time_s", "delta"], kind="stable")
+    events["length"] = events.groupby(["node", "queue"])["delta"].cumsum()
+    last = events.groupby(["node", "queue", "time_s"], sort=False).tail(1)
+    return last.drop(columns="delta").reset_index(drop=True)
+
+
+def latency_percentiles(frames: pd.DataFrame) -> pd.DataFrame:
+    """Per-flow end-to-end latency of delivered frames: mean, p50, p90, p99, max (seconds)."""
+    delivered = frames[frames["outcome"] == "delivered"]
+    grouped = delivered.groupby("flow")["latency_s"]
+    table = grouped.agg(frames="size", mean="mean", max="max")
+    for q in (50, 90, 99):
+        table[f"p{q}"] = grouped.quantile(q / 100)
+    return table[["frames", "mean", "p50", "p90", "p99", "max"]].reset_index()

@@ -264,6 +264,13 @@ class HashCheck(_Strict):
     policy: Literal["record", "drop"] = "record"
 
 
+class RadioModel(_Strict):
+    """Who shares a transmitter: one radio per node (all its outgoing links) or one per link."""
+
+    per: Literal["node", "link"] = "node"
+    half_duplex: bool = Field(False, description="a node cannot transmit while it receives")
+
+
 class Compute(_Strict):
     """Simulated compute time of a node's batch: fixed (deterministic) or measured wall time."""
 
@@ -359,6 +366,7 @@ class Scenario(_Strict):
     metrics: list[Metric] = ["psnr", "ms_ssim", "lpips"]
     lpips_weights: str | None = Field(None, description="LPIPS AlexNet weights (.npz or .pth)")
     compute: Compute = Compute()
+    radio: RadioModel = RadioModel()
     max_batch: int = Field(16, ge=1, le=4096)
     batch_window_s: float = Field(0.0, ge=0, description="how long an idle node waits to fill a batch")
     save_images: int = Field(0, ge=0, le=64, description="first N frames per flow: save each hop's image")

@@ -5,15 +5,17 @@
                   + hash   + delay    quantise or amplify
                            + channel
 
-Timing is simulated (SimPy clock): a link transmits one frame at a time (FIFO), airtime =
+Timing is simulated (SimPy clock): a radio transmits one frame at a time (FIFO), airtime =
 symbols / symbol_rate (+ bits / bit_rate for bit payloads and side information), then the
-propagation delay. A node that becomes idle takes up to ``max_batch`` waiting frames and runs one
+propagation delay. By default each node has one radio shared by all its outgoing links
+(``radio.per: node``); ``per: link`` gives every link its own transmitter, and ``half_duplex``
+also keeps the receiver's radio busy while it receives. A node that becomes idle takes up to ``max_batch`` waiting frames and runs one
 forward pass per codec on the real device; its simulated compute time follows the compute model.
 Channel noise for frame f of flow i at hop j comes from noise_key(seed, i, f, j), so results do not
 depend on batching or event order.
 
 Two deliberate departures from a textbook SimPy model, both for speed (benchmarks/sim_overhead.py):
-a link's FIFO transmitter is scheduled arithmetically (busy_until) rather than with a Resource and
+a radio's FIFO transmitter is scheduled arithmetically (busy_until) rather than with a Resource and
 a process per frame, and a node inbox is a deque plus a wake-up event rather than a Store. Both
 give the event times of a FIFO transmitter exactly (hand-computed in tests/test_engine.py).
 """
@@ -118,9 +120,16 @@ class FlowRuntime:
 
 
 @dataclass
+class Radio:
+    """A FIFO transmitter: the time it is next free."""
+
+    busy_until: float = 0.0
+
+
+@dataclass
 class LinkRuntime:
     spec: Link
-    busy_until: float = 0.0
+    radio: Radio  # the sender's radio (or the link's own, with radio.per: link)
 
 
 @dataclass
@@ -130,6 +139,7 @@ class NodeRuntime:
     wakeup: simpy.Event | None = None
     links: dict[str, LinkRuntime] = field(default_factory=dict)
     quantizer: VectorQuantizer | None = None
+    radio: Radio = field(default_factory=Radio)
 
 
 def _grouped(frames: Iterable[Frame], key: Callable[[Frame], Any]) -> dict[Any, list[Frame]]:
@@ -150,8 +160,9 @@ class Simulation:
         self.notes: list[str] = []
         graph = build_graph(scenario)
         self.nodes = {n.id: NodeRuntime(n) for n in scenario.nodes}
+        per_node = scenario.radio.per == "node"
         for a, b, data in graph.edges(data=True):
-            self.nodes[a].links[b] = LinkRuntime(data["link"])
+            self.nodes[a].links[b] = LinkRuntime(data["link"], self.nodes[a].radio if per_node else Radio())
         resolver = CodecResolver(self.device)
         self.hasher = resolver.hasher(scenario.hash_check.model, "hash_check.model")
         if self.hasher is None:
@@ -415,13 +426,16 @@ class Simulation:
                 symbols, bits = 0, first.quantizer.bits_per_image(math.prod(first.symbol_shape))
             airtime = symbols / spec.symbol_rate + (bits + side_bits) / spec.effective_bit_rate
             deliver = self._deliver
+            radio = link.radio
+            listening = receiver.radio if self.scenario.radio.half_duplex else radio
             for f in group:
                 f.hop, f.link_symbols, f.link_bits = hop, symbols, bits
                 f.total_bits += bits + side_bits
                 f.total_symbols += symbols
                 f.enqueue_s = now
-                f.tx_start_s = max(now, link.busy_until)
-                f.tx_end_s = link.busy_until = f.tx_start_s + airtime
+                f.tx_start_s = max(now, radio.busy_until, listening.busy_until)
+                f.tx_end_s = radio.busy_until = f.tx_start_s + airtime
+                listening.busy_until = max(listening.busy_until, f.tx_end_s)
                 env.timeout(f.tx_end_s + spec.delay_s - now).callbacks.append(
                     lambda _e, f=f: deliver(receiver, f))
 
@@ -467,7 +481,8 @@ class Simulation:
         side_bits = f.side_bits if link else 0
         return {
             "flow": f.flow.id, "frame": f.index, "image": f.flow.image_ids[f.image], "hop": f.hop + 1,
-            "node": node.spec.id, "role": node.spec.role, "mode": node.spec.mode or "",
+            "node": node.spec.id, "sender": f.flow.route[f.hop] if link else "",
+            "role": node.spec.role, "mode": node.spec.mode or "",
             "snr_db": link.snr_db if link else math.nan,
             "snr_eff_db": f.snr_eff_db if link else math.nan,
             "codec": f.flow.codecs[f.codec_hop].name,

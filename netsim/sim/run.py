@@ -8,7 +8,7 @@ from typing import Callable
 import pandas as pd
 
 from netsim.plots import save_sample_grids
-from netsim.results import build_manifest, write_json, write_table
+from netsim.results import build_manifest, latency_percentiles, queue_lengths, write_json, write_table
 from netsim.scenario import Scenario
 from netsim.sim.engine import Simulation
 
@@ -40,6 +40,8 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None,
     if write:
         write_table(hops, run_dir, "hops")
         write_table(frames, run_dir, "frames")
+        write_table(queue_lengths(hops), run_dir, "queues")
+        write_table(latency_percentiles(frames), run_dir, "latency")
         write_json(manifest, run_dir / "manifest.json")
         if sim.samples:
             sources = {(f.id, k): f.images[k % f.images.shape[0]].cpu()
