@@ -312,3 +312,12 @@ def test_queue_lengths_and_latency_percentiles():
     table = latency_percentiles(result.frames)
     lat = result.frames["latency_s"]
     assert table.loc[0, "p50"] == pytest.approx(lat.median()) and table.loc[0, "max"] == pytest.approx(lat.max())
+
+
+def test_af_qf_relays_skip_the_probe_when_nothing_is_measured():
+    data = chain(["af", "qf"], size=8, count=2, metrics=[])
+    data["nodes"][2]["qf"] = {"n_q": 2, "b": 1, "fit_images": 4}
+    hops = run(data).hops
+    relays = hops[hops["role"] == "relay"]
+    assert relays["psnr"].isna().all() and (relays["hash_verdict"] == "unavailable").all()
+    assert len(hops[hops["node"] == "dst"]) == 2

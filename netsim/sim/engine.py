@@ -181,6 +181,7 @@ class Simulation:
         if self.hasher is not None:
             self.weights[self.hasher.name] = self.hasher.sha256
         self._prepare_quantizers()
+        self.measuring = bool(scenario.metrics) or self.hasher is not None or scenario.save_images > 0
         self.hop_records: list[dict] = []
         self.frame_records: list[dict] = []
         self.samples: dict[tuple[str, int, int], torch.Tensor] = {}  # (flow, frame, hop) -> image
@@ -312,10 +313,13 @@ class Simulation:
             return records, batch, wall
 
         records = [self._record(node, f) for f in batch]
-        t0 = time.perf_counter()
-        S_hat = self._reconstruct(batch)
-        wall = self._elapsed(t0) if role == "destination" or mode == "df" else 0.0
-        self._measure(batch, records, S_hat)
+        decodes = role == "destination" or mode == "df"
+        wall = 0.0
+        if decodes or self.measuring:  # QF/AF relays decode only to measure (a probe)
+            t0 = time.perf_counter()
+            S_hat = self._reconstruct(batch)
+            wall = self._elapsed(t0) if decodes else 0.0
+            self._measure(batch, records, S_hat)
         if role == "destination":
             return records, [], wall
         keep = batch
