@@ -261,7 +261,9 @@ class Flow(_Strict):
 class HashCheck(_Strict):
     model: str | None = Field(None, description="DHD hasher from the zoo; none: hash columns unavailable")
     threshold_bits: int = Field(8, ge=0, description="max Hamming distance that still matches")
-    policy: Literal["record", "drop"] = "record"
+    policy: Literal["record", "drop", "retransmit"] = Field(
+        "record", description="on a mismatch: record it, drop the frame, or ask the previous hop to resend")
+    max_tries: int = Field(3, ge=1, le=64, description="retransmit: transmissions per hop at most")
 
 
 class RadioModel(_Strict):

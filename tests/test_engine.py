@@ -321,3 +321,33 @@ def test_af_qf_relays_skip_the_probe_when_nothing_is_measured():
     relays = hops[hops["role"] == "relay"]
     assert relays["psnr"].isna().all() and (relays["hash_verdict"] == "unavailable").all()
     assert len(hops[hops["node"] == "dst"]) == 2
+
+
+def test_retransmit_policy_resends_until_match_or_max_tries(random_hasher):
+    data = chain(["df"], snr_db=-5.0, size=16, count=4)
+    data["hash_check"] = {"model": random_hasher, "threshold_bits": 3, "policy": "retransmit", "max_tries": 3}
+    result = run(data)
+    hops, frames = result.hops, result.frames
+    assert (frames["outcome"] == "delivered").all() and len(frames) == 4
+    resent = hops[hops["retransmit"]]
+    assert len(resent) > 0
+    assert hops["attempt"].max() <= 2  # at most 3 transmissions per hop
+    # a resent frame is received again on the same hop with the next attempt number
+    for _, row in resent.iterrows():
+        again = hops[(hops["frame"] == row["frame"]) & (hops["node"] == row["node"])
+                     & (hops["attempt"] == row["attempt"] + 1)]
+        assert len(again) == 1
+    assert frames["retransmissions"].sum() == len(resent)
+    # retries cost airtime: those frames arrive later than with the record policy
+    data["hash_check"]["policy"] = "record"
+    plain = run(data).frames.set_index("frame")
+    retried = frames[frames["retransmissions"] > 0].set_index("frame")
+    assert (retried["latency_s"] > plain.loc[retried.index, "latency_s"]).all()
+
+
+def test_retransmit_never_needed_matches_record(random_hasher):
+    data = chain(["df"], snr_db=20.0, size=16, count=3)
+    data["hash_check"] = {"model": random_hasher, "threshold_bits": 64, "policy": "retransmit"}
+    a = run(data).hops
+    data["hash_check"]["policy"] = "record"
+    pd.testing.assert_frame_equal(a, run(data).hops)

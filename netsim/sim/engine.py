@@ -84,6 +84,9 @@ class Frame:
     noise_power: float = 0.0  # accumulated noise variance in y
     h_src: Ref | None = None
     hop: int = -1  # index of the last link crossed
+    attempt: int = 0  # transmissions of this frame on its current hop, minus one
+    retries: int = 0  # retransmissions over all hops
+    sent: tuple | None = None  # (payload, noise_power) as the sender had them, for a retransmission
     enqueue_s: float = math.nan
     tx_start_s: float = math.nan
     tx_end_s: float = math.nan
@@ -277,7 +280,7 @@ class Simulation:
             yield env.timeout(sc.batch_window_s)
             batch = [node.queue.popleft() for _ in range(min(sc.max_batch, len(node.queue)))]
             start = env.now
-            records, forward, busy_wall = self._work(node, batch)
+            records, forward, resend, busy_wall = self._work(node, batch)
             if sc.compute.model == "fixed":
                 compute = sc.compute.per_batch_s + sc.compute.per_image_s * len(batch)
             else:
@@ -287,14 +290,21 @@ class Simulation:
                 rec["start_s"], rec["done_s"] = start, env.now
                 rec["inbox_wait_s"] = start - rec["arrival_s"]
                 rec["compute_s"] = env.now - start
-                if rec["dropped"] or rec["role"] == "destination":
+                if (rec["dropped"] or rec["role"] == "destination") and not rec["retransmit"]:
                     self._finish(rec)
             self.hop_records.extend(records)
+            for f in forward:
+                f.attempt = 0  # a new hop
             self._transmit(node, forward)
+            for f in resend:  # the previous hop sends its copy again, on its own radio
+                f.payload, f.noise_power = f.sent
+                f.hop, f.attempt, f.retries = f.hop - 1, f.attempt + 1, f.retries + 1
+                self._transmit(self.nodes[f.flow.route[f.hop + 1]], [f])
 
     # ----------------------------------------------------------------------------------- work
-    def _work(self, node: NodeRuntime, batch: list[Frame]) -> tuple[list[dict], list[Frame], float]:
-        """One batch of a node's work; returns hop records, frames to forward, data-path wall time.
+    def _work(self, node: NodeRuntime, batch: list[Frame]) -> tuple[list[dict], list[Frame], list[Frame], float]:
+        """One batch of a node's work: hop records, frames to forward, frames whose previous hop must
+        send them again (semantic ARQ), and the data-path wall time.
 
         DF relays and destinations decode on the data path. QF and AF relays hold symbols or bits;
         their quality and hash columns come from a probe decode that costs no simulated time.
@@ -310,7 +320,7 @@ class Simulation:
                     h = self.hasher(group[0].flow.images[[f.image for f in group]])
                     for i, f in enumerate(group):
                         f.h_src = (h, i)
-            return records, batch, wall
+            return records, batch, [], wall
 
         records = [self._record(node, f) for f in batch]
         decodes = role == "destination" or mode == "df"
@@ -320,10 +330,18 @@ class Simulation:
             S_hat = self._reconstruct(batch)
             wall = self._elapsed(t0) if decodes else 0.0
             self._measure(batch, records, S_hat)
+        check = self.scenario.hash_check
+        resend = []
+        if check.policy == "retransmit":
+            for f, rec in zip(batch, records):
+                rec["retransmit"] = (rec["hash_verdict"] == "mismatch" and f.sent is not None
+                                     and f.attempt + 1 < check.max_tries)
+            resend = [f for f, rec in zip(batch, records) if rec["retransmit"]]
+            batch = [f for f, rec in zip(batch, records) if not rec["retransmit"]]
         if role == "destination":
-            return records, [], wall
+            return records, [], resend, wall
         keep = batch
-        if self.scenario.hash_check.policy == "drop":
+        if check.policy == "drop":
             for rec in records:
                 rec["dropped"] = rec["hash_verdict"] == "mismatch"
             keep = [f for f, rec in zip(batch, records) if not rec["dropped"]]
@@ -336,7 +354,7 @@ class Simulation:
             self._quantize(node, [f for f in keep if f.kind == "symbols"])
         else:
             self._amplify([f for f in keep if f.kind == "symbols"])
-        return records, keep, wall + self._elapsed(t0)
+        return records, keep, resend, wall + self._elapsed(t0)
 
     def _elapsed(self, t0: float) -> float:
         if self.device.type == "cuda" and self.scenario.compute.model == "measured":
@@ -421,13 +439,18 @@ class Simulation:
             side_bits = first.side_bits
             if first.kind == "symbols":
                 symbols, bits = math.prod(first.symbol_shape), 0
-                keys = keys_tensor([noise_key(self.scenario.seed, f.flow.index, f.index, hop) for f in group])
+                # a retransmission (attempt > 0) meets fresh noise; the first keeps the plain key
+                keys = keys_tensor([noise_key(self.scenario.seed, f.flow.index, f.index, hop,
+                                              *([f.attempt] if f.attempt else [])) for f in group])
                 y, noise = transmit(spec.channel, gather([f.payload for f in group]), spec.snr_db, keys, spec.csi)
                 for i, (f, n) in enumerate(zip(group, noise.tolist())):
+                    f.sent = (f.payload, f.noise_power)
                     f.payload = (y, i)
                     f.noise_power += n  # added to y whose signal power is f.sig_power
-            else:
+            else:  # bits cross error-free: nothing to gain from sending them again
                 symbols, bits = 0, first.quantizer.bits_per_image(math.prod(first.symbol_shape))
+                for f in group:
+                    f.sent = None
             airtime = symbols / spec.symbol_rate + (bits + side_bits) / spec.effective_bit_rate
             deliver = self._deliver
             radio = link.radio
@@ -499,6 +522,7 @@ class Simulation:
             "psnr": math.nan, "ms_ssim": math.nan, "lpips": math.nan,
             "hash_bit_agreement": math.nan, "hash_cosine": math.nan, "hash_hamming": math.nan,
             "hash_verdict": "unavailable", "holds": f.kind, "dropped": False,
+            "attempt": f.attempt, "retransmit": False, "retransmissions": f.retries,
             "total_bits": f.total_bits, "total_symbols": f.total_symbols,
         }
 
@@ -509,6 +533,7 @@ class Simulation:
             "outcome": "dropped" if rec["dropped"] else "delivered", "final_node": rec["node"],
             "hops": rec["hop"], "created_s": rec["created_s"], "done_s": rec["done_s"],
             "latency_s": rec["done_s"] - rec["created_s"], "total_bits": rec["total_bits"],
+            "retransmissions": rec["retransmissions"],
             "total_symbols": rec["total_symbols"],
             **{k: rec[k] for k in QUALITY_COLUMNS},
         })
