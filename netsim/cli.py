@@ -124,27 +124,26 @@ def sweep(scenario_file: str, output_dir: str | None, jobs: int, resume: bool, e
     click.echo(f"table: {result.table_path}")
 
 
+def _rich_table(df, title: str, headers: dict[str, str] | None = None):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column((headers or {}).get(col, col), justify="right")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    return table
+
+
 def _print_summary(result) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     from netsim.results import HOP_SUMMARY_COLUMNS, hop_summary, latency_percentiles
 
-    summary = hop_summary(result.hops)
-    table = Table(title=f"per-hop means ({len(result.frames)} frames)")
-    for col in summary.columns:
-        table.add_column(HOP_SUMMARY_COLUMNS.get(col, col), justify="right")
-    for row in summary.itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
     console = Console(width=120)
-    console.print(table)
-    latency = Table(title="end-to-end latency of delivered frames [s]")
-    percentiles = latency_percentiles(result.frames)
-    for col in percentiles.columns:
-        latency.add_column(col, justify="right")
-    for row in percentiles.itertuples(index=False):
-        latency.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    console.print(latency)
+    console.print(_rich_table(hop_summary(result.hops), f"per-hop means ({len(result.frames)} frames)",
+                              HOP_SUMMARY_COLUMNS))
+    console.print(_rich_table(latency_percentiles(result.frames), "end-to-end latency of delivered frames [s]"))
     for note in result.manifest["notes"]:
         click.echo(f"note: {note}")
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from netsim.results import atomic_path, read_table  # noqa: E402
+from netsim.results import atomic_path, ci95_half_width, read_table  # noqa: E402
 
 PER_HOP_PANELS = (
     ("psnr", "PSNR [dB]"),
@@ -22,12 +22,9 @@ PER_HOP_PANELS = (
 
 
 def mean_ci95(values: pd.Series) -> tuple[float, float]:
-    """Mean and the half-width of its normal-approximation 95% confidence interval."""
-    v = values.dropna().to_numpy(dtype=float)
-    if v.size == 0:
-        return np.nan, np.nan
-    half = 1.96 * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0
-    return float(v.mean()), float(half)
+    """Mean and the half-width of its 95% confidence interval (NaN half-width below 2 values)."""
+    v = values.dropna()
+    return (float(v.mean()) if len(v) else np.nan), ci95_half_width(v)
 
 
 def save_figure(fig, stem: Path) -> list[Path]:

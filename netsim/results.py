@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 PACKAGES = ("netsim", "torch", "numpy", "simpy", "pandas", "pydantic", "lpips", "scikit-learn")
@@ -102,6 +103,13 @@ HOP_SUMMARY_COLUMNS = {
     "psnr": "PSNR dB", "ms_ssim": "MS-SSIM", "lpips": "LPIPS",
     "hash_bit_agreement": "hash agree", "latency_s": "latency s",
 }
+
+
+def ci95_half_width(values) -> float:
+    """Half-width of the normal-approximation 95% CI of a mean: 1.96 std / sqrt(n); NaN below n = 2."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    return float(1.96 * v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
 
 
 def hop_summary(hops: pd.DataFrame) -> pd.DataFrame:

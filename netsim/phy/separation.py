@@ -51,6 +51,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from netsim.results import ci95_half_width
+
 __all__ = ["CODECS", "NEIGHBOURS", "AVIF_SPEED", "CodecUnavailable", "Encoding", "capacity_bits",
            "available_codecs", "check_codec", "best_under_budget", "RateSearch", "separation_curve"]
 
@@ -278,10 +280,6 @@ def best_under_budget(image, codec: str, budget_bits: float, exhaustive: bool = 
     return RateSearch(image, codec, exhaustive).best(budget_bits)
 
 
-def _ci95(v: np.ndarray) -> float:
-    return float(1.96 * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
-
-
 def separation_curve(images, k_per_image: int, snrs: Iterable[float], codecs: Sequence[str] = ("jpeg", "webp"),
                      exhaustive: bool = False, progress: bool = False):
     """The separation reference line: per codec and SNR, the mean over ``images`` of the best PSNR
@@ -321,7 +319,7 @@ def separation_curve(images, k_per_image: int, snrs: Iterable[float], codecs: Se
             p, b = psnr[c, s], bits[c, s]
             rows.append({"codec": c, "snr_db": s, "k": k, "rho": k / (3 * H * W), "budget_bits": budgets[s],
                          "bpp_budget": budgets[s] / (H * W), "psnr_mean": float(p.mean()),
-                         "psnr_ci95": _ci95(p), "fit_fraction": float((b > 0).mean()),
+                         "psnr_ci95": ci95_half_width(p), "fit_fraction": float((b > 0).mean()),
                          "bits_used_mean": float(b.mean()), "bpp_used_mean": float(b.mean()) / (H * W),
                          "images": n, "headers": "counted",
                          "search": "exhaustive" if exhaustive else "bisection"})

@@ -40,7 +40,6 @@ from netsim.scenario import Link, Node, QFSettings, Scenario, ScenarioError
 from netsim.sim.codecs import CodecResolver
 from netsim.topology import build_graph, resolve_route, route_links
 
-HASH_SIDE_BITS_PER_BIT = 1  # the source hash travels as sign bits
 QUALITY_COLUMNS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "hash_hamming", "hash_verdict")
 
 
@@ -103,7 +102,8 @@ class Frame:
     @property
     def side_bits(self) -> int:
         bits = self.flow.codecs[self.codec_hop].side_info_bits
-        return bits + (self.h_src[0].shape[1] * HASH_SIDE_BITS_PER_BIT if self.h_src is not None else 0)
+        # the source hash travels as its sign bits, one per hash element
+        return bits + (self.h_src[0].shape[1] if self.h_src is not None else 0)
 
 
 @dataclass
@@ -260,9 +260,7 @@ class Simulation:
             if k and spec.kind != "all_at_once":
                 gap = spec.interval_s if spec.kind == "periodic" else rng.exponential(1.0 / spec.rate_hz)
                 yield self.env.timeout(gap)
-            frame = Frame(flow, k, k % flow.images.shape[0], self.env.now)
-            frame.arrival_s = self.env.now
-            self._enqueue(source, frame)
+            self._deliver(source, Frame(flow, k, k % flow.images.shape[0], self.env.now))
 
     def _enqueue(self, node: NodeRuntime, frame: Frame) -> None:
         node.queue.append(frame)

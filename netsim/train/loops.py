@@ -36,7 +36,7 @@ from netsim.results import sha256_file
 from netsim.nn.zoo import models_dir as zoo_dir
 from netsim.train.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from netsim.train.datasets import DataSpec, load_data, strong_augment, weak_augment
-from netsim.train.evaluate import measure_codec, reconstruct, resolve_device, retrieval_map
+from netsim.train.evaluate import measure_codec, resolve_device, retrieval_map
 from netsim.train.losses import LAMBDA_BCE, LAMBDA_JSCC, LAMBDA_SDH, dhd_loss, jscc_loss
 
 __all__ = ["TrainingDiverged", "train_step", "dhd_step", "train_jscc", "train_dhd", "fit_codebooks",
