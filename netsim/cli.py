@@ -62,18 +62,30 @@ def schema() -> None:
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="run directory (default: from scenario)")
 @click.option("--device", help="override the scenario's device: auto, cpu, cuda, cuda:N")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
-def run(scenario_file: str, output_dir: str | None, device: str | None, quiet: bool) -> None:
-    """Simulate a scenario and write per-hop and per-frame results."""
+@click.option("--csv/--no-csv", default=True, show_default=True,
+              help="CSV copies of the hops, frames and queues tables (--no-csv: parquet only, for big runs)")
+@click.option("--threads", type=click.IntRange(1),
+              help="torch CPU threads (default: all cores; 1 is faster for small images or a shared CPU)")
+def run(scenario_file: str, output_dir: str | None, device: str | None, quiet: bool, csv: bool,
+        threads: int | None) -> None:
+    """Simulate a scenario and write per-hop and per-frame results.
+
+    Records stream to the run directory as the simulation runs, so memory stays flat however
+    many frames a scenario sends."""
     from tqdm import tqdm
 
     from netsim.data import DataError
     from netsim.sim import run_scenario
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     sc = _load(scenario_file, device)
     total = sum(f.workload.frames or f.workload.images.count for f in sc.flows)
     with tqdm(total=total, unit="frame", disable=quiet, desc=sc.name, file=sys.stderr) as bar:
         try:
-            result = run_scenario(sc, output_dir, progress=bar.update)
+            result = run_scenario(sc, output_dir, progress=bar.update, csv=csv)
         except (ScenarioError, DataError) as err:
             msg = str(err)
             _fail(msg if msg.startswith(scenario_file) else f"{scenario_file}: {msg}")
@@ -88,21 +100,27 @@ def run(scenario_file: str, output_dir: str | None, device: str | None, quiet: b
               help="sweep directory (default: the scenario's output_dir with the sweep's name)")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="points run at once")
 @click.option("--resume", is_flag=True, help="skip points already finished in the sweep directory")
-@click.option("--executor", help="local (in process) | process (process pool); default: local for --jobs 1")
+@click.option("--executor", help="local (in process) | process (process pool) | ray (Ray tasks); "
+                                 "default: local for --jobs 1, process for more, ray with --address")
+@click.option("--address", help="Ray cluster to run on (ray executor; default $RAY_ADDRESS, else a local Ray instance)")
 @click.option("--dry-run", is_flag=True, help="list the grid's points and their status; run nothing")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 def sweep(scenario_file: str, output_dir: str | None, jobs: int, resume: bool, executor: str | None,
-          dry_run: bool, quiet: bool) -> None:
+          address: str | None, dry_run: bool, quiet: bool) -> None:
     """Run every point of the scenario's sweep grid and write one table (sweep.parquet / .csv)."""
     from tqdm import tqdm
 
-    from netsim.sweep import EXECUTORS, SweepError, load_sweep, run_sweep
+    from netsim.sweep import EXECUTORS, SweepError, load_sweep, make_executor, run_sweep
 
-    executor = executor or ("local" if jobs == 1 else "process")
+    executor = executor or ("ray" if address else "local" if jobs == 1 else "process")
     if executor not in EXECUTORS:
         _fail(f"--executor: unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if address and executor != "ray":
+        _fail(f"--address: only for --executor ray (got --executor {executor})")
     plan = None
     try:
+        if not dry_run:
+            executor = make_executor(executor, jobs, **({"address": address} if address else {}))
         plan = load_sweep(scenario_file, output_dir)
         if dry_run:
             finished = {p.id for p in plan.finished()}
@@ -139,11 +157,15 @@ def _print_summary(result) -> None:
     from rich.console import Console
 
     from netsim.results import HOP_SUMMARY_COLUMNS, hop_summary, latency_percentiles
+    from netsim.sim.run import LATENCY_COLUMNS
 
     console = Console(width=120)
-    console.print(_rich_table(hop_summary(result.hops), f"per-hop means ({len(result.frames)} frames)",
+    measured = [c for c in HOP_SUMMARY_COLUMNS if c != "latency_s"]  # hop_summary derives latency_s
+    hops = result.columns("hops", ["flow", "hop", "node", "frame", "created_s", "done_s", *measured])
+    console.print(_rich_table(hop_summary(hops), f"per-hop means ({result.manifest['frames']} frames)",
                               HOP_SUMMARY_COLUMNS))
-    console.print(_rich_table(latency_percentiles(result.frames), "end-to-end latency of delivered frames [s]"))
+    console.print(_rich_table(latency_percentiles(result.columns("frames", LATENCY_COLUMNS)),
+                              "end-to-end latency of delivered frames [s]"))
     for note in result.manifest["notes"]:
         click.echo(f"note: {note}")
 
@@ -152,7 +174,8 @@ def _print_summary(result) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="figure directory (default: RUN_DIR/figures)")
 def plot(run_dir: str, output: str | None) -> None:
-    """Draw per-hop PSNR, MS-SSIM, LPIPS, hash agreement and latency (PNG and SVG)."""
+    """Draw per-hop PSNR, MS-SSIM, LPIPS, hash agreement and latency, queue lengths over time and
+    per-flow latency percentiles (PNG and SVG)."""
     from netsim.plots import plot_run
 
     if not (Path(run_dir) / "hops.csv").exists() and not (Path(run_dir) / "hops.parquet").exists():
@@ -174,6 +197,26 @@ def models(directory: str | None) -> None:
         metrics = card.get("metrics") or {}
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         click.echo(f"{card['name']:32s} {card['arch']:18s} {shown}")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["paper-df", "paper-qf", "arq"]))
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--output", "-o", type=click.Path(file_okay=False), required=True, help="results directory")
+def report(kind: str, sweep_dir: str, output: str) -> None:
+    """Tables and figures of a finished sweep: the paper's DF grid (Fig. 2; also the Kodak sweep) or
+    QF grid (Fig. 3) with a cell-by-cell check of its claims, or a semantic-ARQ sweep (ROC of the
+    hash check, retries against threshold)."""
+    from netsim import arq, paper
+
+    if not (Path(sweep_dir) / "points").is_dir():
+        _fail(f"{sweep_dir}: not a sweep directory (run `netsim sweep FILE` first)")
+    try:
+        paths = arq.report(sweep_dir, output) if kind == "arq" else paper.report(sweep_dir, kind[-2:], output)
+    except (arq.ArqReportError, paper.ReportError) as err:
+        _fail(f"{sweep_dir}: {err}")
+    for path in paths:
+        click.echo(path)
 
 
 from netsim.train.commands import eval_group, train_group  # noqa: E402

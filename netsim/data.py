@@ -60,7 +60,10 @@ def list_image_files(root: Path) -> list[Path]:
     return files
 
 
-def folder_images(root: str | Path, hw: tuple[int, int] | None, count: int, offset: int = 0):
+def folder_images(root: str | Path, hw: tuple[int, int] | None, count: int, offset: int = 0,
+                  landscape: bool = False):
+    """Images ``offset .. offset+count`` of a folder tree (sorted paths); ``landscape`` turns portrait
+    images a quarter turn before the crop and resize."""
     root = expand(root)
     files = list_image_files(root)[offset:offset + count]
     if not files:
@@ -69,6 +72,8 @@ def folder_images(root: str | Path, hw: tuple[int, int] | None, count: int, offs
     for f in files:
         try:
             with Image.open(f) as img:
+                if landscape and img.height > img.width:
+                    img = img.transpose(Image.Transpose.ROTATE_90)
                 images.append(to_tensor(img, hw))
         except OSError as err:
             raise DataError(f"{f}: cannot read image: {err}") from None
@@ -92,14 +97,49 @@ def cifar10_files(root: str | Path, split: str) -> tuple[list[Path], list[int], 
     return files, labels, classes
 
 
-def cifar10_images(root: str | Path, split: str, count: int, offset: int = 0, hw=None):
-    files, _, _ = cifar10_files(root, split)
-    chosen = files[offset:offset + count]
+def cifar10_images(root: str | Path, split: str, count: int, offset: int = 0, hw=None,
+                   split_file: str | Path | None = None):
+    """Images ``offset .. offset+count`` of a CIFAR-10 part: the ``split`` set ("train"/"test"), or
+    with ``split_file`` (``netsim train split``) its ``split`` list, which indexes the training
+    images followed by the test images. At the native 32x32 the decoded-image cache of
+    ``netsim.train.datasets.load_cifar10`` is used (fast for thousands of images)."""
+    from netsim.train.datasets import load_cifar10, load_split
+
+    if split_file is None:
+        n = len(cifar10_files(root, split)[0]) if split != "val" else 0
+        chosen = [(split, i) for i in range(offset, min(offset + count, n))]
+    else:
+        parts = load_split(split_file)
+        if split not in parts:
+            raise DataError(f"{split_file}: no {split!r} list (has {', '.join(parts)})")
+        n_train = len(cifar10_files(root, "train")[0])
+        chosen = [("train", i) if i < n_train else ("test", i - n_train) for i in parts[split][offset:offset + count]]
+    if not chosen:
+        raise DataError(f"{root}: offset {offset} is past the last {split} image")
+    if hw is None or tuple(hw) == (32, 32):
+        sets = {s: load_cifar10(root, s, progress=False) for s in {s for s, _ in chosen}}
+        for s, i in chosen:
+            if i >= len(sets[s]):
+                raise DataError(f"{split_file}: index {i} is past the {len(sets[s])} CIFAR-10 {s} images")
+        images = torch.stack([sets[s].images[i] for s, i in chosen]).float().div_(255.0)
+        return images, [sets[s].names[i] for s, i in chosen]
+    files = {s: cifar10_files(root, s)[0] for s in {s for s, _ in chosen}}
     images = []
-    for f in chosen:
-        with Image.open(f) as img:
+    for s, i in chosen:
+        if i >= len(files[s]):
+            raise DataError(f"{split_file}: index {i} is past the {len(files[s])} CIFAR-10 {s} images")
+        with Image.open(files[s][i]) as img:
             images.append(to_tensor(img, hw))
-    return torch.stack(images), [f"cifar10/{split}/{f.parent.name}/{f.name}" for f in chosen]
+    return torch.stack(images), [f"cifar10/{s}/{files[s][i].parent.name}/{files[s][i].name}" for s, i in chosen]
+
+
+def image_labels(ids: list[str]) -> list[str] | None:
+    """Class names of workload images when their ids carry one (CIFAR-10 and folder trees with class
+    subfolders: the parent folder); None for the scikit-image photos and flat folders."""
+    parents = [Path(i).parent.name for i in ids]
+    if any(i.startswith("skimage:") for i in ids) or not all(parents):
+        return None
+    return parents
 
 
 def load_workload_images(spec) -> tuple[torch.Tensor, list[str]]:
@@ -108,5 +148,5 @@ def load_workload_images(spec) -> tuple[torch.Tensor, list[str]]:
     if spec.source == "skimage":
         return skimage_photos(hw, spec.count, spec.offset)
     if spec.source == "folder":
-        return folder_images(spec.path, hw, spec.count, spec.offset)
-    return cifar10_images(spec.path, spec.split, spec.count, spec.offset, hw)
+        return folder_images(spec.path, hw, spec.count, spec.offset, spec.landscape)
+    return cifar10_images(spec.path, spec.split, spec.count, spec.offset, hw, spec.split_file)

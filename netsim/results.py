@@ -151,3 +151,29 @@ def latency_percentiles(frames: pd.DataFrame) -> pd.DataFrame:
     for q in (50, 90, 99):
         table[f"p{q}"] = grouped.quantile(q / 100)
     return table[["frames", "mean", "p50", "p90", "p99", "max"]].reset_index()
+
+
+def hash_check_roc(hops: pd.DataFrame, n_bits: int) -> pd.DataFrame:
+    """How well the hash check tells good receptions from bad, per hop and link SNR.
+
+    Ground truth is the ``retrieved`` column (the reconstruction's hash is nearest to its own
+    source image among the flow's images). For every threshold t in 0..n_bits the check accepts a
+    reception when ``hash_hamming <= t``; the rows give the false-accept rate (accepted, not
+    retrieved) over the not-retrieved receptions and the false-reject rate (rejected, retrieved)
+    over the retrieved ones. Every transmission attempt counts as one check. Empty when no hop has
+    both a hash distance and a ground truth.
+    """
+    columns = ["hop", "snr_db", "threshold_bits", "retrieved", "not_retrieved", "false_accept_rate",
+               "false_reject_rate"]
+    checked = hops.dropna(subset=["hash_hamming", "retrieved"])
+    rows = []
+    thresholds = np.arange(n_bits + 1)
+    for (hop, snr), group in checked.groupby(["hop", "snr_db"], dropna=False):
+        dist = group["hash_hamming"].to_numpy()[:, None]
+        ok = group["retrieved"].to_numpy()[:, None] > 0.5
+        accept = dist <= thresholds[None, :]
+        n_ok, n_bad = int(ok.sum()), int((~ok).sum())
+        far = (accept & ~ok).sum(0) / n_bad if n_bad else np.full(len(thresholds), np.nan)
+        frr = (~accept & ok).sum(0) / n_ok if n_ok else np.full(len(thresholds), np.nan)
+        rows += [(hop, snr, int(t), n_ok, n_bad, float(a), float(r)) for t, a, r in zip(thresholds, far, frr)]
+    return pd.DataFrame(rows, columns=columns)

@@ -21,8 +21,16 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
 
 
+# Everything str.splitlines() breaks at; a file's keys and values may hold them (escaped in messages).
+_ESCAPE_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
 class ScenarioError(ValueError):
-    """A scenario that cannot be run; the message is a single line meant for people."""
+    """A scenario that cannot be run; the message is a single line meant for people (line breaks
+    that come from the file, e.g. inside a key, are escaped)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(str(message).translate(_ESCAPE_LINE_BREAKS))
 
 
 class _Strict(BaseModel):
@@ -44,6 +52,8 @@ class QFSettings(_Strict):
 
     @model_validator(mode="after")
     def _integer_bits(self) -> "QFSettings":
+        if re.search(r"[eE][+-]?[\d_]{4,}", self.b):  # Fraction("1e999999999") would compute 10**999999999
+            raise ValueError(f"n_q*b must be a whole number of bits in 1..16, got {self.n_q}*{self.b}")
         try:
             b = Fraction(self.b)
         except (ValueError, ZeroDivisionError):
@@ -195,15 +205,24 @@ class ImageSource(_Strict):
 
     source: Literal["skimage", "folder", "cifar10"] = "skimage"
     path: str | None = Field(None, description="folder or CIFAR-10 root; env vars and ~ are expanded")
-    split: Literal["train", "test"] = "test"
+    split: Literal["train", "val", "test"] = Field(
+        "test", description="cifar10: the part to take images from (val only with split_file)")
+    split_file: str | None = Field(
+        None, description="cifar10: a split file (`netsim train split`) whose `split` list picks the images")
     size: int | tuple[int, int] = Field(64, description="centre crop + resize to HxW (int: square)")
     count: int = Field(8, ge=1)
     offset: int = Field(0, ge=0)
+    landscape: bool = Field(False, description="folder: give portrait images a quarter turn first, so that "
+                                               "mixed orientations share one size (Kodak at 512x768)")
 
     @model_validator(mode="after")
     def _needs_path(self) -> "ImageSource":
         if self.source in ("folder", "cifar10") and not self.path:
             raise ValueError(f"source {self.source} needs a path")
+        if self.split_file and self.source != "cifar10":
+            raise ValueError("split_file is for source cifar10")
+        if self.split == "val" and not self.split_file:
+            raise ValueError("split val needs a split_file")
         h, w = self.hw
         if h < 4 or w < 4 or h % 4 or w % 4:
             raise ValueError(f"size must be at least 4 and divisible by 4, got {h}x{w}")
@@ -250,7 +269,7 @@ class Flow(_Strict):
     id: Identifier
     source: Identifier
     destination: Identifier
-    route: list[Identifier] | None = Field(None, description="node ids from source to destination")
+    route: list[Identifier] | None = Field(None, min_length=2, description="node ids from source to destination")
     routing: Literal["fewest_hops", "widest"] = Field(
         "fewest_hops", description="without a route: fewest hops, or the path whose weakest link is strongest")
     codec: CodecSpec | list[CodecSpec] = Field(
@@ -315,6 +334,8 @@ class Sweep(_Strict):
         seen: set[str] = set()
 
         def check_path(path: str, where: str) -> None:
+            if not isinstance(path, str):  # a zip group's keys come straight from YAML
+                raise _FieldError(where, f"{path!r} is not a dotted field path like links.0.snr_db")
             parts = path.split(".")
             if not path or any(not re.fullmatch(r"[A-Za-z0-9_\-]+|\*", p) for p in parts):
                 raise _FieldError(where, f"{path!r} is not a dotted field path like links.0.snr_db")
@@ -354,6 +375,16 @@ class Sweep(_Strict):
 Metric = Literal["psnr", "ms_ssim", "lpips"]
 
 
+class Retrieval(_Strict):
+    """Retrieval with received images as queries: every reconstruction's hash ranks a clean,
+    labelled database by Hamming distance; its AP@topk goes in the ``retrieval_ap`` column (the
+    mean over a hop is the paper's mAP). Queries and database need class labels (CIFAR-10, or a
+    folder tree with one subfolder per class)."""
+
+    database: ImageSource
+    topk: int = Field(1000, ge=1)
+
+
 class Scenario(_Strict):
     name: Identifier = "scenario"
     description: str = ""
@@ -372,6 +403,8 @@ class Scenario(_Strict):
     max_batch: int = Field(16, ge=1, le=4096)
     batch_window_s: float = Field(0.0, ge=0, description="how long an idle node waits to fill a batch")
     save_images: int = Field(0, ge=0, le=64, description="first N frames per flow: save each hop's image")
+    retrieval: Retrieval | None = Field(None, description="AP of each reconstruction's hash against a "
+                                                          "labelled database (needs hash_check.model)")
     sweep: Sweep | None = Field(None, description="grid of variations run by `netsim sweep`; ignored by `netsim run`")
 
     @model_validator(mode="after")
@@ -401,6 +434,8 @@ class Scenario(_Strict):
                     raise _FieldError(f"flows.{i}.{end}", f"unknown node {node!r} (nodes: {_listed(ids)})")
                 if roles[node] != role:
                     raise _FieldError(f"flows.{i}.{end}", f"node {node!r} is a {roles[node]}, not a {role}")
+        if self.retrieval is not None and not self.hash_check.model:
+            raise _FieldError("retrieval", "needs a hasher: set hash_check.model")
         return self
 
     def _expand_topology(self) -> None:
@@ -494,6 +529,13 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         at = f" at line {where.line + 1}" if where else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ScenarioError(f"{path}: invalid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, LookupError, AttributeError) as err:
+        # PyYAML's constructors raise these on values they cannot build: dates such as 2024-13-01,
+        # tags on the wrong text (!!int '', !!timestamp foo, !!bool maybe), 5000-digit integers.
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ScenarioError(f"{path}: invalid YAML: cannot build a value ({detail})") from None
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_scenario(data, str(path))

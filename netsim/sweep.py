@@ -29,7 +29,11 @@ depend on the order or size of the grid. ``done.json`` is written atomically aft
 tables, so a point is either finished or re-run from scratch: a sweep killed at any moment loses
 no finished point, and ``resume=True`` duplicates none. Executors are pluggable through
 ``EXECUTORS`` (name -> class); they only decide where ``run_point`` runs, while resume, the
-markers and the table are shared code here.
+markers and the table are shared code here. ``local`` runs points in this process, ``process`` in
+a spawn pool, and ``ray`` as Ray tasks (optional extra ``netsim[ray]``): a Ray task runs its
+point in a scratch directory on its node and ships the files back, and the driver writes them
+into ``points/<id>/`` with ``done.json`` last, so no shared filesystem is needed and a killed
+driver leaves nothing half-finished behind.
 """
 from __future__ import annotations
 
@@ -39,24 +43,27 @@ import itertools
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
-from netsim.results import git_commit, package_versions, read_table, write_json, write_table
+from netsim.results import atomic_path, git_commit, package_versions, read_table, write_json, write_table
 from netsim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
 ALIASES = {"snr_db": "links.*.snr_db", "codec": "flows.*.codec"}
 """Friendly axis names -> the dotted paths they stand for."""
 
-STATS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "bpp", "latency_s")
+STATS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "retrieved", "retrieval_ap", "bpp",
+         "latency_s")
 """Per-hop columns summarised in the sweep table as ``<stat>_mean`` and ``<stat>_ci95``."""
 
 DONE = "done.json"
@@ -360,8 +367,157 @@ class ProcessExecutor(Executor):
         pool.shutdown(wait=True)
 
 
-EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "process": ProcessExecutor}
-"""Executor registry: name -> class taking ``jobs``. Add one with ``EXECUTORS["ray"] = RayExecutor``."""
+RAY_INSTALL_HINT = "pip install 'netsim[ray]'"
+FORWARDED_ENV = ("NETSIM_MODELS", "NETSIM_LPIPS_WEIGHTS")
+"""Path variables the Ray driver resolves and hands to its tasks (used where the path exists on the node)."""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise SweepError(f"the ray executor needs Ray, which is not installed: {RAY_INSTALL_HINT}") from None
+    return ray
+
+
+class RayExecutor(Executor):
+    """Each point is a Ray task (one CPU); at most ``jobs`` points are in flight at once.
+
+    ``address`` (else ``$RAY_ADDRESS``) connects to a running cluster, whose nodes need netsim
+    installed (and the models and data where the scenario names them: the driver's resolved
+    ``$NETSIM_MODELS`` / ``$NETSIM_LPIPS_WEIGHTS`` are used on nodes where those paths exist).
+    Without one, a local Ray instance with ``jobs`` CPUs is started and shut down at the end. A
+    Ray instance already initialised in this process is used as it is and left running.
+
+    A task runs its point in a scratch directory on its node and returns the files; the driver
+    writes them into the point's run directory, ``done.json`` last (``_write_point_files``).
+    """
+
+    def __init__(self, jobs: int = 1, address: str | None = None):
+        super().__init__(jobs)
+        self.ray = _import_ray()
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+
+    def run(self, tasks: Sequence[PointTask], on_done: Callable[[PointOutcome], None]) -> None:
+        if not tasks:
+            return
+        ray = self.ray
+        owned = not ray.is_initialized()
+        if owned:
+            self._init()
+        pending: dict[Any, PointTask] = {}
+        try:
+            remote = ray.remote(num_cpus=1)(run_point_shipped)
+            env = _resolved_env()
+            queue = list(tasks)
+            while queue or pending:
+                while queue and len(pending) < self.jobs:
+                    task = queue.pop(0)
+                    pending[remote.remote(task, env)] = task
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                task = pending.pop(ready[0])
+                try:
+                    outcome, files = ray.get(ready[0])
+                except ray.exceptions.RayError as err:  # the task never ran run_point (lost node, no netsim there)
+                    outcome, files = PointOutcome(task.id, False, f"Ray: {_ray_error_line(err)}"), {}
+                _write_point_files(outcome, files, Path(task.run_dir))
+                on_done(outcome)
+        except BaseException:
+            refs = list(pending)  # their results would never be written: stop them
+            for ref in refs:  # a KeyboardInterrupt in the task: it removes its scratch directory
+                with suppress(Exception):  # already finished or gone
+                    ray.cancel(ref)
+            with suppress(Exception):
+                ray.wait(refs, num_returns=len(refs), timeout=10)
+            raise
+        finally:
+            if owned:
+                ray.shutdown()
+
+    def _init(self) -> None:
+        import logging
+
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if self.address:
+                self.ray.init(address=self.address, **quiet)
+            else:  # "local": always a fresh instance, never one a `ray start` left on this machine
+                self.ray.init(address="local", num_cpus=self.jobs, include_dashboard=False, **quiet)
+        except Exception as err:  # noqa: BLE001 - connection refused, bad address, ...
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+            line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SweepError(f"cannot start or reach {where}: {line}") from None
+
+
+def run_point_shipped(task: PointTask, env: dict[str, str] | None = None) -> tuple[PointOutcome, dict[str, bytes]]:
+    """``run_point`` in a scratch directory on this node; returns the outcome and the run
+    directory's files (relative POSIX path -> bytes) for the driver to write. Runs in Ray workers."""
+    for key, value in (env or {}).items():
+        if os.path.exists(value):  # the driver's path is visible here (same machine, shared filesystem)
+            os.environ[key] = value
+    _init_worker()
+    with tempfile.TemporaryDirectory(prefix=f"netsim-point-{task.id}-") as scratch:
+        run_dir = Path(scratch) / task.id
+        outcome = run_point(replace(task, run_dir=str(run_dir)))
+        if outcome.error:
+            outcome = replace(outcome, error=outcome.error.replace(str(run_dir), task.run_dir))
+        files = {p.relative_to(run_dir).as_posix(): p.read_bytes()
+                 for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    return outcome, files
+
+
+def _write_point_files(outcome: PointOutcome, files: dict[str, bytes], run_dir: Path) -> None:
+    """Write a shipped point into ``run_dir`` as ``run_point`` would have: a finished point's files
+    (replacing what an unfinished earlier attempt left), each atomically, ``done.json`` last; a
+    failed point's ``error.txt`` only."""
+    if outcome.ok and DONE not in files:
+        raise SweepError(f"point {outcome.id}: the worker sent no {DONE}")
+    if outcome.ok and run_dir.exists():
+        shutil.rmtree(run_dir)  # not finished (resume skipped it otherwise): stale or partial files
+    names = sorted(files, key=lambda name: name == DONE) if outcome.ok else [n for n in files if n == "error.txt"]
+    for name in names:
+        target = run_dir / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise SweepError(f"point {outcome.id}: the worker sent a file outside its run directory: {name}")
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(files[name])
+
+
+def _resolved_env() -> dict[str, str]:
+    """The driver's model and weight locations as absolute paths, for ``run_point_shipped``."""
+    from netsim.nn.zoo import models_dir
+
+    env = {"NETSIM_MODELS": str(models_dir().resolve())}
+    for key in FORWARDED_ENV:
+        if os.environ.get(key):
+            env[key] = str(Path(os.path.expanduser(os.environ[key])).resolve())
+    return env
+
+
+def _ray_error_line(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(cause, type(err)):
+        err = cause
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+
+
+EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "process": ProcessExecutor, "ray": RayExecutor}
+"""Executor registry: name -> class taking ``jobs`` (and its own keyword options, e.g. ray's ``address``)."""
+
+
+def make_executor(name: str, jobs: int = 1, **options: Any) -> Executor:
+    """The executor registered as ``name``; options it does not take are a SweepError."""
+    if name not in EXECUTORS:
+        raise SweepError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
+    cls = EXECUTORS[name]
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    for key in options:
+        if key not in params or key in ("self", "jobs"):
+            raise SweepError(f"the {name} executor takes no {key} option")
+    return cls(jobs, **options)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -384,9 +540,7 @@ def run_sweep(plan: SweepPlan, executor: str | Executor = "local", jobs: int = 1
     that fails stops the sweep with a SweepError naming it; finished points stay finished.
     """
     if isinstance(executor, str):
-        if executor not in EXECUTORS:
-            raise SweepError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
-        executor = EXECUTORS[executor](jobs)
+        executor = make_executor(executor, jobs)
     with _lock(plan.sweep_dir):
         finished = {p.id for p in plan.finished()}
         if finished and not resume:

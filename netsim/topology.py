@@ -178,6 +178,7 @@ def _nodes(graph: nx.Graph, spec: Topology, where: str) -> list[Node]:
             nodes.append(Node(**fields))
         except ValidationError as err:
             raise TopologyError(where, f"{origin + ': ' if origin else ''}node {node!r}: {_first_error(err)}") from None
+        data["pos"] = nodes[-1].position  # validated floats (a GML pos "1" pos "2" is a list of strings)
     by_id = {n.id: n for n in nodes}
     for node in spec.modes:
         if node not in by_id:
@@ -209,9 +210,17 @@ def _links(graph: nx.Graph, spec: Topology, where: str) -> list[Link]:
                 raise TopologyError(where, f"{prefix}edge {a} -> {b} has no snr_db and its nodes no x, y "
                                            "positions (give one, or link_defaults.snr_db)")
             distance = math.dist(pa, pb)
+            if not math.isfinite(distance):
+                raise TopologyError(where, f"{prefix}nodes {a!r} and {b!r} are {distance} m apart (positions, "
+                                           "spacing_m and area_m must give finite distances)")
             if distance <= 0:
                 raise TopologyError(where, f"{prefix}nodes {a!r} and {b!r} are at the same position")
-            snr = snr_from_distance(distance, spec.path_loss)
+            try:
+                snr = snr_from_distance(distance, spec.path_loss)
+            except ValueError:  # log10 of distance / ref_distance_m when that ratio underflows to 0
+                ref = spec.path_loss.ref_distance_m
+                raise TopologyError("topology.path_loss", f"link {a} -> {b} over {distance:g} m: no path loss "
+                                                          f"relative to ref_distance_m {ref:g} m") from None
             if spec.path_loss.min_snr_db is not None and snr < spec.path_loss.min_snr_db:
                 continue
             if snr < -50:

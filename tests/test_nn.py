@@ -309,3 +309,24 @@ def test_malicious_pickle_rejected_without_executing(tmp_path):
     with pytest.raises(CheckpointError, match="evil.safetensors"):
         load_model(f)
     assert not marker.exists()
+
+
+def test_half_precision_weights_load_back_as_float32(tmp_path):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model("dhd", backbone="small-cnn", n_bits=64, n_classes=10).eval()
+    full = save_model(model, "full", directory=tmp_path)
+    half = save_model(model, "half", directory=tmp_path, half=True)
+    assert half.with_suffix(".safetensors").stat().st_size < 0.6 * full.with_suffix(".safetensors").stat().st_size
+    loaded, card = load_model("half", directory=tmp_path)
+    assert card["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-2)
+    # float16 tensors under a card that does not declare them are a mismatch, not a silent cast
+    data = json.loads(half.read_text())
+    del data["weights_dtype"]
+    half.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="dtype"):
+        load_model("half", directory=tmp_path)

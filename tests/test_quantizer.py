@@ -141,6 +141,67 @@ def test_quantize_nearest_matches_bruteforce(n_q, b):
     assert torch.equal(vq.quantize(y, chunk_rows=1), idx)
 
 
+def _bruteforce_check(blocks, centres, got):
+    """``got`` equals the float64 brute-force argmin of squared distances, except where the
+    two choices are a float32 near-tie (their float64 distances agree to 1e-5 relative)."""
+    x, c = blocks.double(), centres.double()
+    D = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    ref = D.argmin(1)
+    rows = torch.arange(len(got))
+    gap = (D[rows, got] - D[rows, ref]) / ((x * x).sum(1) + (c * c).sum(1).max())
+    assert torch.all(gap[got != ref] < 1e-5)
+    assert (got != ref).sum() <= 2
+
+
+@pytest.fixture
+def pools_started(monkeypatch):
+    """Counts the thread pools quantize_blocks starts (i.e. runs of the multi-thread path)."""
+    import netsim.phy.quantizer as q
+
+    started = []
+
+    class Spy(q.ThreadPoolExecutor):
+        def __init__(self, n, *a, **kw):
+            started.append(n)
+            super().__init__(n, *a, **kw)
+
+    monkeypatch.setattr(q, "ThreadPoolExecutor", Spy)
+    return started
+
+
+@pytest.mark.parametrize("n_q,b", PAIRS)
+def test_chunked_and_threaded_match_bruteforce(n_q, b, pools_started):
+    vq = _random_vq(n_q, b, seed=21)
+    g = torch.Generator().manual_seed(22)
+    n = 10_007  # prime: never a multiple of the chunk size
+    blocks = torch.randn(n, n_q, generator=g) * 1.5
+    default = vq.quantize_blocks(blocks, cpu_threads=1)
+    assert default.dtype == torch.int64 and default.shape == (n,)
+    _bruteforce_check(blocks, vq.centres, default)
+    for chunk_rows in (97, 1000, 3 * n):  # 104 chunks (ragged last), 11, 1
+        one = vq.quantize_blocks(blocks, chunk_rows=chunk_rows, cpu_threads=1)
+        _bruteforce_check(blocks, vq.centres, one)
+        for threads in (2, 3, None):  # chunks shared out among threads: the same result
+            assert torch.equal(vq.quantize_blocks(blocks, chunk_rows, cpu_threads=threads), one)
+    assert pools_started[:2] == [1, 2]  # 2 and 3 threads on the 104 chunks, then too few chunks
+    # float64 blocks take the same path in float64
+    _bruteforce_check(blocks, vq.centres, vq.quantize_blocks(blocks.double(), 97, cpu_threads=2))
+
+
+def test_threaded_ties_and_thread_count_restored(pools_started):
+    centres = torch.tensor([[1.0, 0.0], [2.0, 2.0], [-1.0, 0.0], [1.0, 0.0]])
+    vq = VectorQuantizer(2, 1, centres)
+    blocks = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]).repeat(1001, 1)
+    before = torch.get_num_threads()
+    got = vq.quantize_blocks(blocks, chunk_rows=64, cpu_threads=2)
+    assert pools_started == [1] and torch.get_num_threads() == before
+    assert torch.equal(got, torch.tensor([0, 0, 2]).repeat(1001))  # lowest index on ties
+    y = _complex(4, 300, seed=23)
+    assert torch.equal(vq.quantize(y, chunk_rows=50, cpu_threads=2), vq.quantize(y, chunk_rows=50, cpu_threads=1))
+    with pytest.raises(ValueError, match="cpu_threads"):
+        vq.quantize_blocks(blocks, cpu_threads=0)
+
+
 def test_quantize_block_layout():
     # y_0 = 1+2j, y_1 = 3+4j -> reals [1, 2, 3, 4]; with N_Q = 2 blocks are (1,2) and (3,4)
     centres = torch.tensor([[3.0, 4.0], [1.0, 2.0], [0.0, 0.0], [-5.0, -5.0]])

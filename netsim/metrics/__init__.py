@@ -2,11 +2,11 @@
 from .hashing import bit_agreement, hamming_distance, hash_bits, hash_cosine, pack_hash_bits
 from .lpips_metric import LpipsMetric, LpipsUnavailable, find_lpips_backbone
 from .quality import ms_ssim, ms_ssim_config, psnr
-from .retrieval import mean_average_precision
+from .retrieval import average_precisions, mean_average_precision
 
 __all__ = [
     "psnr", "ms_ssim", "ms_ssim_config",
     "LpipsMetric", "LpipsUnavailable", "find_lpips_backbone",
     "hash_bits", "hamming_distance", "bit_agreement", "hash_cosine", "pack_hash_bits",
-    "mean_average_precision",
+    "average_precisions", "mean_average_precision",
 ]

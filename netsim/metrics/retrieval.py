@@ -17,17 +17,17 @@ def _relevance(query_labels: Tensor, db_labels: Tensor) -> Tensor:
     return (query_labels.float() @ db_labels.float().T) > 0
 
 
-def mean_average_precision(query_codes: Tensor, query_labels: Tensor, db_codes: Tensor,
-                           db_labels: Tensor, topk: int | None = 1000) -> float:
-    """mAP@topk of Hamming ranking.
+def average_precisions(query_codes: Tensor, query_labels: Tensor, db_codes: Tensor, db_labels: Tensor,
+                       topk: int | None = 1000) -> Tensor:
+    """AP@topk of Hamming ranking, one value per query: float ``[Q]`` on the codes' device.
 
     query_codes ``[Q, N_H]``, db_codes ``[D, N_H]``: real hashes (bit = h > 0) or bools.
     query_labels/db_labels: int class ids ``[N]`` or multi-hot ``[N, C]``; an item is relevant
     to a query when they share at least one label. The database is ranked by Hamming distance,
     ties broken by database index (stable). For the first ``k = min(topk, D)`` items (all when
     ``topk`` is None), AP = mean over the relevant items retrieved of precision at their rank;
-    a query with none contributes 0. Returns the mean over all Q queries (Python float).
-    Queries are processed in chunks of ``CHUNK_ELEMENTS // D`` to bound memory.
+    a query with none gets 0. Queries are processed in chunks of ``CHUNK_ELEMENTS // D`` to bound
+    memory.
     """
     if query_labels.dim() != db_labels.dim() or query_labels.dim() not in (1, 2):
         raise ValueError("labels must both be class ids [N] or both multi-hot [N, C]")
@@ -43,13 +43,18 @@ def mean_average_precision(query_codes: Tensor, query_labels: Tensor, db_codes: 
     chunk = max(1, CHUNK_ELEMENTS // n_db)
     rank = torch.arange(1, k + 1, device=q.device, dtype=torch.float32)
     index = torch.arange(n_db, device=q.device)
-    ap_sum = 0.0
+    out = []
     for start in range(0, len(q), chunk):
         dist = ((n_bits - q[start:start + chunk] @ d.T) / 2).round().long()  # Hamming, exact
         key = dist * n_db + index  # unique, orders by (distance, database index)
         top = key.topk(k, dim=1, largest=False, sorted=True).indices
         rel = _relevance(query_labels[start:start + chunk], db_labels).gather(1, top).float()
         hits = rel.cumsum(1)
-        ap = (hits / rank * rel).sum(1) / hits[:, -1].clamp_min(1)
-        ap_sum += ap.sum().item()
-    return ap_sum / len(q)
+        out.append((hits / rank * rel).sum(1) / hits[:, -1].clamp_min(1))
+    return torch.cat(out)
+
+
+def mean_average_precision(query_codes: Tensor, query_labels: Tensor, db_codes: Tensor,
+                           db_labels: Tensor, topk: int | None = 1000) -> float:
+    """mAP@topk of Hamming ranking: the mean of ``average_precisions`` over all queries (a float)."""
+    return average_precisions(query_codes, query_labels, db_codes, db_labels, topk).mean().item()

@@ -47,8 +47,11 @@ def models_dir(directory: str | os.PathLike | None = None) -> Path:
 
 
 def save_model(model: nn.Module, name: str, card_extra: dict | None = None,
-               directory: str | os.PathLike | None = None) -> Path:
-    """Write ``<name>.safetensors`` and ``<name>.json`` atomically; return the card's path."""
+               directory: str | os.PathLike | None = None, half: bool = False) -> Path:
+    """Write ``<name>.safetensors`` and ``<name>.json`` atomically; return the card's path.
+
+    ``half`` stores floating-point tensors as float16 (half the file; the card says
+    ``"weights_dtype": "float16"`` and loading casts them back to the model's dtype)."""
     if not _NAME.match(name):
         raise ValueError(f"model name {name!r} must match {_NAME.pattern}")
     arch = getattr(type(model), "arch", None)
@@ -59,10 +62,14 @@ def save_model(model: nn.Module, name: str, card_extra: dict | None = None,
     if clash:
         raise ValueError(f"card_extra may not set reserved fields {clash}")
     card = {"name": name, "arch": arch, "config": model.config, **extra}
+    if half:
+        card["weights_dtype"] = "float16"
     json.dumps(card)  # fail on non-serialisable metadata before writing anything
     d = models_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     weights = d / f"{name}.safetensors"
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata={"name": name, "arch": arch})
@@ -121,6 +128,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
     expected = model.state_dict()
+    stored_half = card.get("weights_dtype") == "float16"
     for key in sorted(set(expected) | set(state)):
         if key not in state:
             why = "missing from the file"
@@ -128,7 +136,8 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
             why = f"unexpected for {card['arch']}"
         elif state[key].shape != expected[key].shape:
             why = f"shape {tuple(state[key].shape)} != model {tuple(expected[key].shape)}"
-        elif state[key].dtype != expected[key].dtype:
+        elif state[key].dtype != expected[key].dtype and not (
+                stored_half and state[key].dtype == torch.float16 and expected[key].is_floating_point()):
             why = f"dtype {state[key].dtype} != model {expected[key].dtype}"
         else:
             continue

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Sequence, Union
 
@@ -55,6 +57,9 @@ MAX_BITS_PER_BLOCK = 16
 # benchmarks/quantizer.py); on accelerators large, to amortise kernel launches.
 _CHUNK_ELEMS = 1 << 18
 _CHUNK_ELEMS_ACCEL = 1 << 24
+# ``quantize`` uses several CPU threads only with at least this many chunks per thread, so
+# that the work shared out outweighs starting the threads (benchmarks/quantizer.py).
+_MIN_CHUNKS_PER_THREAD = 8
 
 
 # ----------------------------------------------------------------------------
@@ -338,7 +343,7 @@ class VectorQuantizer:
         self,
         blocks: torch.Tensor,
         chunk_rows: int | None = None,
-        cpu_threads: int | None = 1,
+        cpu_threads: int | None = None,
     ) -> torch.Tensor:
         """Nearest-centre indices (int64 [n]) for real blocks [n, n_q].
 
@@ -350,10 +355,13 @@ class VectorQuantizer:
         Rows containing NaN get an unspecified index.
 
         ``chunk_rows``: rows per chunk (default: K * rows ~ 2**18 on CPU so a chunk's work
-        buffer stays in L2, ~2**24 on accelerators).  ``cpu_threads``: intra-op threads for the CPU chunk loop
-        (restored afterwards); the default 1 is deliberate: the chunk ops are small and
-        cache-resident, OpenMP fork/join per op costs more than it gains (and stalls badly
-        when other processes hold the cores).  ``None`` keeps torch's current setting.
+        buffer stays in L2, ~2**24 on accelerators).  ``cpu_threads``: most CPU threads for
+        the chunk loop (default ``None``: ``torch.get_num_threads()``, the project's thread
+        setting), used only with at least 8 chunks per thread.  Each thread takes chunks in
+        turn and runs its ops on one intra-op thread (torch releases the GIL inside its
+        kernels); torch's own OpenMP intra-op parallelism is never used here, as its
+        fork/join per small, cache-resident op costs more than it gains and stalls badly
+        when other processes hold the cores.  torch's thread count is restored afterwards.
         """
         if not isinstance(blocks, torch.Tensor) or blocks.dim() != 2 or blocks.shape[1] != self.n_q:
             raise ValueError(
@@ -362,39 +370,70 @@ class VectorQuantizer:
             )
         if blocks.is_complex():
             raise ValueError("blocks must be real; use quantize() for complex channel outputs")
+        if cpu_threads is not None and int(cpu_threads) < 1:
+            raise ValueError(f"cpu_threads must be a positive integer or None, got {cpu_threads}")
         dtype = torch.float64 if blocks.dtype == torch.float64 else torch.float32
         dev = blocks.device
+        on_cpu = dev.type == "cpu"
         K = self.n_codewords
         n = blocks.shape[0]
         if n == 0:
             return torch.empty(0, dtype=torch.int64, device=dev)
-        with torch.no_grad(), _intra_op_threads(cpu_threads if dev.type == "cpu" else None):
+        n_threads = (torch.get_num_threads() if cpu_threads is None else int(cpu_threads)) if on_cpu else 1
+        with torch.no_grad(), _intra_op_threads(1 if on_cpu else None):
             a = blocks.detach().to(dtype)
             cm2, c2, jcol = self._centres_on(dev, dtype)
             if chunk_rows is None:
                 chunk_rows = self._default_chunk_rows(dev)
             chunk_rows = max(1, min(int(chunk_rows), n))
-            # One [K, rows] work buffer, overwritten in place: scores -> flags -> keys.  Keys
-            # are small integers (< 2K <= 2**17), exact in float32; staying in float keeps
-            # every pass on the fast vectorised float kernels.  Only chunk-sized
-            # temporaries, so a call allocates little beyond its int64 result.
-            work = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
-            best = torch.empty(chunk_rows, dtype=dtype, device=dev)
-            kmin = torch.empty(chunk_rows, dtype=dtype, device=dev)
             out = torch.empty(n, dtype=torch.int64, device=dev)
-            for s in range(0, n, chunk_rows):
-                e = min(s + chunk_rows, n)
-                d, mn, km = work[:, : e - s], best[: e - s], kmin[: e - s]
-                torch.addmm(c2, cm2, a[s:e].t(), out=d)  # [K, m] scores ||c||^2 - 2 c.a
-                torch.amin(d, dim=0, out=mn)            # [m] minimum score
-                torch.gt(d, mn, out=d)                  # 0. where minimal, else 1.
-                torch.add(jcol, d, alpha=K, out=d)      # key j + K * [not minimal]
-                torch.amin(d, dim=0, out=km)            # lowest minimal j (as float)
-                out[s:e].copy_(km)
+
+            def run(starts) -> None:
+                # One [K, rows] work buffer per thread, overwritten in place: scores -> flags
+                # -> keys.  Keys are small integers (< 2K <= 2**17), exact in float32; staying
+                # in float keeps every pass on the fast vectorised float kernels.  Only
+                # chunk-sized temporaries, so a call allocates little beyond its result.
+                work = torch.empty(K, chunk_rows, dtype=dtype, device=dev)
+                best = torch.empty(chunk_rows, dtype=dtype, device=dev)
+                kmin = torch.empty(chunk_rows, dtype=dtype, device=dev)
+                for s in starts:
+                    e = min(s + chunk_rows, n)
+                    d, mn, km = work[:, : e - s], best[: e - s], kmin[: e - s]
+                    torch.addmm(c2, cm2, a[s:e].t(), out=d)  # [K, m] scores ||c||^2 - 2 c.a
+                    torch.amin(d, dim=0, out=mn)            # [m] minimum score
+                    torch.gt(d, mn, out=d)                  # 0. where minimal, else 1.
+                    torch.add(jcol, d, alpha=K, out=d)      # key j + K * [not minimal]
+                    torch.amin(d, dim=0, out=km)            # lowest minimal j (as float)
+                    out[s:e].copy_(km)
+
+            starts = range(0, n, chunk_rows)
+            n_threads = max(1, min(n_threads, len(starts) // _MIN_CHUNKS_PER_THREAD))
+            if n_threads == 1:
+                run(starts)
+                return out
+            pending, lock = iter(starts), threading.Lock()
+
+            def take():  # chunk starts, handed out one at a time to whichever thread asks
+                while True:
+                    with lock:
+                        s = next(pending, None)
+                    if s is None:
+                        return
+                    yield s
+
+            def helper() -> None:
+                with _intra_op_threads(1):  # a fresh thread may have another default
+                    run(take())
+
+            with ThreadPoolExecutor(n_threads - 1) as pool:
+                helpers = [pool.submit(helper) for _ in range(n_threads - 1)]
+                run(take())
+                for h in helpers:
+                    h.result()
             return out
 
     def quantize(
-        self, y: torch.Tensor, chunk_rows: int | None = None, cpu_threads: int | None = 1
+        self, y: torch.Tensor, chunk_rows: int | None = None, cpu_threads: int | None = None
     ) -> torch.Tensor:
         """Channel outputs (complex [B, *symbol_shape]) -> indices int64 [B, 2k/N_Q].
 
@@ -406,8 +445,12 @@ class VectorQuantizer:
         return self.quantize_blocks(flat, chunk_rows, cpu_threads).reshape(B, nblk)
 
     def dequantize_blocks(self, indices: torch.Tensor, cpu_threads: int | None = 1) -> torch.Tensor:
-        """Indices (any shape) -> centres float32 [*indices.shape, n_q] (a gather; see
-        :meth:`quantize_blocks` for ``cpu_threads``)."""
+        """Indices (any shape) -> centres float32 [*indices.shape, n_q].
+
+        One memory-bound gather, run on ``cpu_threads`` torch intra-op threads on CPU
+        (restored afterwards; ``None`` keeps torch's current setting).  The default 1 is
+        deliberate: on a loaded machine OpenMP's fork/join made the gather about 3x slower
+        on 2 threads than on 1 (benchmarks/quantizer.py)."""
         with _intra_op_threads(cpu_threads if indices.device.type == "cpu" else None):
             self._check_indices(indices)
             table = self._plain_centres_on(indices.device)

@@ -18,6 +18,12 @@ Two deliberate departures from a textbook SimPy model, both for speed (benchmark
 a radio's FIFO transmitter is scheduled arithmetically (busy_until) rather than with a Resource and
 a process per frame, and a node inbox is a deque plus a wake-up event rather than a Store. Both
 give the event times of a FIFO transmitter exactly (hand-computed in tests/test_engine.py).
+
+Records leave the engine as they complete: a hop record when its node's batch is done, a frame
+record when the frame reaches its destination or is dropped, both handed to the record sink
+(netsim.sim.records; ``run_scenario`` streams them to disk), and every radio and inbox queue change
+goes to a QueueLog that emits queue lengths over time as they become final. Nothing per frame
+outlives the frame: its tensors are rows of batch tensors, freed once every frame of the batch is done.
 """
 from __future__ import annotations
 
@@ -29,18 +35,49 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import pyarrow as pa
 import simpy
 import torch
 
 from netsim.data import load_workload_images
-from netsim.metrics import LpipsMetric, LpipsUnavailable, bit_agreement, hamming_distance, hash_cosine, ms_ssim, psnr
+from netsim.metrics import (LpipsMetric, LpipsUnavailable, bit_agreement, hamming_distance, hash_bits, hash_cosine,
+                            ms_ssim, psnr)
 from netsim.phy.channel import keys_tensor, noise_key, transmit
 from netsim.phy.quantizer import VectorQuantizer
 from netsim.scenario import Link, Node, QFSettings, Scenario, ScenarioError
 from netsim.sim.codecs import CodecResolver
+from netsim.sim.records import MemorySink, QueueLog
+from netsim.sim.retrieval import RetrievalDatabase
 from netsim.topology import build_graph, resolve_route, route_links
 
-QUALITY_COLUMNS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "hash_hamming", "hash_verdict")
+QUALITY_COLUMNS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "hash_hamming", "hash_verdict",
+                   "retrieved", "retrieval_ap")
+
+_STR, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+_QUALITY_TYPES = [("psnr", _FLOAT), ("ms_ssim", _FLOAT), ("lpips", _FLOAT), ("hash_bit_agreement", _FLOAT),
+                  ("hash_cosine", _FLOAT), ("hash_hamming", _FLOAT), ("hash_verdict", _STR), ("retrieved", _FLOAT),
+                  ("retrieval_ap", _FLOAT)]
+assert tuple(n for n, _ in _QUALITY_TYPES) == QUALITY_COLUMNS
+# The columns of hops and frames, in order, with their types (Simulation._record / _finish fill them; a
+# record with other columns is an error in the sink, so a new column is added here too).
+HOP_SCHEMA = pa.schema([
+    ("flow", _STR), ("frame", _INT), ("image", _STR), ("hop", _INT), ("node", _STR), ("sender", _STR),
+    ("role", _STR), ("mode", _STR), ("snr_db", _FLOAT), ("snr_eff_db", _FLOAT), ("codec", _STR),
+    ("created_s", _FLOAT), ("enqueue_s", _FLOAT), ("tx_start_s", _FLOAT), ("tx_end_s", _FLOAT),
+    ("arrival_s", _FLOAT), ("queue_wait_s", _FLOAT), ("airtime_s", _FLOAT), ("channel_symbols", _INT),
+    ("payload_bits", _INT), ("side_info_bits", _INT), ("bits_sent", _INT), ("bpp", _FLOAT), ("rho", _FLOAT),
+    *_QUALITY_TYPES, ("holds", _STR), ("dropped", _BOOL), ("attempt", _INT), ("retransmit", _BOOL),
+    ("retransmissions", _INT), ("total_bits", _INT), ("total_symbols", _INT),
+    ("start_s", _FLOAT), ("done_s", _FLOAT), ("inbox_wait_s", _FLOAT), ("compute_s", _FLOAT),
+])
+FRAME_SCHEMA = pa.schema([
+    ("flow", _STR), ("frame", _INT), ("image", _STR), ("outcome", _STR), ("final_node", _STR), ("hops", _INT),
+    ("created_s", _FLOAT), ("done_s", _FLOAT), ("latency_s", _FLOAT), ("total_bits", _INT),
+    ("retransmissions", _INT), ("total_symbols", _INT), *_QUALITY_TYPES,
+])
+# Queue lengths over time (netsim.sim.records.QueueLog; netsim.results.queue_lengths from a hops table)
+QUEUE_SCHEMA = pa.schema([("node", _STR), ("queue", _STR), ("time_s", _FLOAT), ("length", _INT)])
+SCHEMAS = {"hops": HOP_SCHEMA, "frames": FRAME_SCHEMA, "queues": QUEUE_SCHEMA}
 
 
 def pick_device(spec: str) -> torch.device:
@@ -117,6 +154,7 @@ class FlowRuntime:
     image_ids: list[str]
     n_frames: int
     hw: tuple[int, int] = (0, 0)
+    hashes: torch.Tensor | None = None  # float [N_images, N_H]: the DHD hash of every source image
 
     def __post_init__(self) -> None:
         self.hw = tuple(self.images.shape[-2:])
@@ -145,6 +183,21 @@ class NodeRuntime:
     radio: Radio = field(default_factory=Radio)
 
 
+def retrieved_own_image(h: torch.Tensor, database: torch.Tensor, own: list[int]) -> list[float]:
+    """Ground truth for the hash check: 1.0 where the hash h [B, N_H] of a reconstruction is strictly
+    nearer (Hamming, sign bits) to its own source image's hash than to any other image of the flow
+    (``database`` [N, N_H]), else 0.0; NaN when the flow has a single image (nothing to confuse)."""
+    if database.shape[0] < 2:
+        return [math.nan] * h.shape[0]
+    s, s_db = (hash_bits(t).float() * 2 - 1 for t in (h, database))  # bits as +-1
+    dist = (h.shape[1] - s @ s_db.T) / 2  # [B, N] Hamming distances
+    rows = torch.arange(h.shape[0], device=h.device)
+    cols = torch.as_tensor(own, device=h.device)
+    own_dist = dist[rows, cols]
+    dist[rows, cols] = math.inf
+    return (own_dist < dist.min(dim=1).values).float().tolist()
+
+
 def _grouped(frames: Iterable[Frame], key: Callable[[Frame], Any]) -> dict[Any, list[Frame]]:
     groups: dict[Any, list[Frame]] = defaultdict(list)
     for f in frames:
@@ -153,10 +206,13 @@ def _grouped(frames: Iterable[Frame], key: Callable[[Frame], Any]) -> dict[Any, 
 
 
 class Simulation:
-    """Build from a validated Scenario, then ``run()`` -> (hop records, frame records)."""
+    """Build from a validated Scenario, then ``run()``. Records go to ``sink`` as they complete
+    (netsim.sim.records: MemorySink by default, StreamingSink to stream them to disk)."""
 
-    def __init__(self, scenario: Scenario, progress: Callable[[int], None] | None = None):
+    def __init__(self, scenario: Scenario, progress: Callable[[int], None] | None = None, sink=None):
         self.scenario = scenario
+        self.sink = MemorySink(SCHEMAS) if sink is None else sink
+        self.queue_log = QueueLog(self.sink.add_queues)
         self.device = pick_device(scenario.device)
         self.env = simpy.Environment()
         self.progress = progress
@@ -184,9 +240,14 @@ class Simulation:
         if self.hasher is not None:
             self.weights[self.hasher.name] = self.hasher.sha256
         self._prepare_quantizers()
+        if self.hasher is not None:
+            for flow in self.flows:
+                with torch.no_grad():
+                    flow.hashes = torch.cat([self.hasher(chunk) for chunk in flow.images.split(256)])
+        self.retrieval = None
+        if scenario.retrieval is not None and self.hasher is not None:
+            self.retrieval = RetrievalDatabase(scenario.retrieval, self.hasher, self.device)
         self.measuring = bool(scenario.metrics) or self.hasher is not None or scenario.save_images > 0
-        self.hop_records: list[dict] = []
-        self.frame_records: list[dict] = []
         self.samples: dict[tuple[str, int, int], torch.Tensor] = {}  # (flow, frame, hop) -> image
         self._rng = {f.index: np.random.default_rng([scenario.seed, f.index, 1]) for f in self.flows}
 
@@ -240,15 +301,26 @@ class Simulation:
         y, _ = transmit(link.channel, x, link.snr_db, keys, link.csi)
         return VectorQuantizer.fit(y, settings.n_q, settings.fraction_b, seed=self.scenario.seed)
 
+    @property
+    def hop_records(self) -> list[dict]:
+        """Every hop record so far (MemorySink only: a streaming sink keeps none)."""
+        return self.sink.rows["hops"]
+
+    @property
+    def frame_records(self) -> list[dict]:
+        return self.sink.rows["frames"]
+
     # ----------------------------------------------------------------------------------- run
-    def run(self) -> tuple[list[dict], list[dict]]:
+    def run(self):
+        """Simulate to the end; returns the sink (not closed: the caller closes or aborts it)."""
         for node in self.nodes.values():
             if any(node.spec.id in f.route for f in self.flows):
                 self.env.process(self._node_process(node))
         for flow in self.flows:
             self.env.process(self._arrivals(flow))
         self.env.run()
-        return self.hop_records, self.frame_records
+        self.queue_log.close()
+        return self.sink
 
     def _arrivals(self, flow: FlowRuntime):
         spec = self.scenario.flows[flow.index].workload.arrivals
@@ -278,6 +350,8 @@ class Simulation:
             yield env.timeout(sc.batch_window_s)
             batch = [node.queue.popleft() for _ in range(min(sc.max_batch, len(node.queue)))]
             start = env.now
+            for _ in batch:
+                self.queue_log.add(start, node.spec.id, "inbox", start, -1)
             records, forward, resend, busy_wall = self._work(node, batch)
             if sc.compute.model == "fixed":
                 compute = sc.compute.per_batch_s + sc.compute.per_image_s * len(batch)
@@ -290,7 +364,7 @@ class Simulation:
                 rec["compute_s"] = env.now - start
                 if (rec["dropped"] or rec["role"] == "destination") and not rec["retransmit"]:
                     self._finish(rec)
-            self.hop_records.extend(records)
+            self.sink.add_hops(records)
             for f in forward:
                 f.attempt = 0  # a new hop
             self._transmit(node, forward)
@@ -314,10 +388,8 @@ class Simulation:
                 rec["holds"] = "image"
             wall = self._encode(batch, next_hop=0)
             if self.hasher is not None:
-                for group in _grouped(batch, lambda f: f.flow.index).values():
-                    h = self.hasher(group[0].flow.images[[f.image for f in group]])
-                    for i, f in enumerate(group):
-                        f.h_src = (h, i)
+                for f in batch:
+                    f.h_src = (f.flow.hashes, f.image)
             return records, batch, [], wall
 
         records = [self._record(node, f) for f in batch]
@@ -427,6 +499,7 @@ class Simulation:
     def _transmit(self, node: NodeRuntime, frames: list[Frame]) -> None:
         """Queue frames on their next link (FIFO transmitter) and schedule their deliveries."""
         env, now = self.env, self.env.now
+        queue_log, sender, deliver = self.queue_log, node.spec.id, self._deliver
         for group in _grouped(frames, lambda f: (f.flow.index, f.kind, f.symbol_shape)).values():
             first = group[0]
             hop = first.hop + 1
@@ -450,7 +523,6 @@ class Simulation:
                 for f in group:
                     f.sent = None
             airtime = symbols / spec.symbol_rate + (bits + side_bits) / spec.effective_bit_rate
-            deliver = self._deliver
             radio = link.radio
             listening = receiver.radio if self.scenario.radio.half_duplex else radio
             for f in group:
@@ -459,13 +531,16 @@ class Simulation:
                 f.total_symbols += symbols
                 f.enqueue_s = now
                 f.tx_start_s = max(now, radio.busy_until, listening.busy_until)
+                queue_log.add(now, sender, "radio", now, 1)
+                queue_log.add(now, sender, "radio", f.tx_start_s, -1)
                 f.tx_end_s = radio.busy_until = f.tx_start_s + airtime
                 listening.busy_until = max(listening.busy_until, f.tx_end_s)
                 env.timeout(f.tx_end_s + spec.delay_s - now).callbacks.append(
-                    lambda _e, f=f: deliver(receiver, f))
+                    lambda _e, f=f, to=receiver: deliver(to, f))  # bind both: receiver changes per group
 
     def _deliver(self, node: NodeRuntime, frame: Frame) -> None:
         frame.arrival_s = self.env.now
+        self.queue_log.add(frame.arrival_s, node.spec.id, "inbox", frame.arrival_s, 1)
         self._enqueue(node, frame)
 
     # ----------------------------------------------------------------------------------- records
@@ -492,6 +567,10 @@ class Simulation:
                     limit = self.scenario.hash_check.threshold_bits
                     columns["hash_hamming"] = dist
                     columns["hash_verdict"] = ["match" if d <= limit else "mismatch" for d in dist]
+                    columns["retrieved"] = retrieved_own_image(h, flow.hashes, [f.image for f, _ in group])
+                    if self.retrieval is not None:
+                        columns["retrieval_ap"] = self.retrieval.average_precisions(
+                            h, [flow.image_ids[f.image] for f, _ in group])
             for name, values in columns.items():
                 for (_, rec), value in zip(group, values):
                     rec[name] = value
@@ -519,14 +598,14 @@ class Simulation:
             "bpp": f.link_bits / (h * w), "rho": f.link_symbols / (3 * h * w),
             "psnr": math.nan, "ms_ssim": math.nan, "lpips": math.nan,
             "hash_bit_agreement": math.nan, "hash_cosine": math.nan, "hash_hamming": math.nan,
-            "hash_verdict": "unavailable", "holds": f.kind, "dropped": False,
+            "hash_verdict": "unavailable", "retrieved": math.nan, "retrieval_ap": math.nan, "holds": f.kind, "dropped": False,
             "attempt": f.attempt, "retransmit": False, "retransmissions": f.retries,
             "total_bits": f.total_bits, "total_symbols": f.total_symbols,
         }
 
     def _finish(self, rec: dict) -> None:
         """The end-to-end row of a frame that reached its destination or was dropped."""
-        self.frame_records.append({
+        self.sink.add_frame({
             "flow": rec["flow"], "frame": rec["frame"], "image": rec["image"],
             "outcome": "dropped" if rec["dropped"] else "delivered", "final_node": rec["node"],
             "hops": rec["hop"], "created_s": rec["created_s"], "done_s": rec["done_s"],

@@ -22,6 +22,7 @@ def _fail(message: str) -> None:
 def _command_line(ctx: click.Context) -> str:
     """The command with every training option spelled out (defaults included), for model cards."""
     words = ctx.command_path.split()
+    words += [str(ctx.params[p.name]) for p in ctx.command.params if isinstance(p, click.Argument)]
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or param.name in _BOOKKEEPING:
             continue
@@ -143,6 +144,34 @@ def _summary(card: dict) -> None:
 @click.group("train", context_settings={"help_option_names": ["-h", "--help"]})
 def train_group() -> None:
     """Train DHD hashers, DeepJSCC codecs and QF codebooks into the model zoo."""
+
+
+@train_group.command("split")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--train", "n_train", type=click.IntRange(1), default=9450, show_default=True,
+              help="training images, drawn from the CIFAR-10 training set")
+@click.option("--val", "n_val", type=click.IntRange(0), default=1050, show_default=True,
+              help="validation images, drawn from the CIFAR-10 training set")
+@click.option("--test", "n_test", type=click.IntRange(0), default=2100, show_default=True,
+              help="test images, drawn from the CIFAR-10 test set")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_errors
+def train_split_cmd(output: str, n_train: int, n_val: int, n_test: int, seed: int) -> None:
+    """Write a CIFAR-10 split file for --split (defaults: the multi-hop paper's 9,450 / 1,050 / 2,100).
+
+    Train and validation come from the 50,000 training images, test from the 10,000 test images
+    (indices 50,000 onwards), so a hasher trained on the CIFAR-10 training set never saw a test
+    query."""
+    from netsim.train.datasets import make_split, save_split
+
+    if n_train + n_val > 50_000 or n_test > 10_000:
+        _fail(f"CIFAR-10 has 50,000 training and 10,000 test images; asked for "
+              f"{n_train} + {n_val} and {n_test}")
+    split = make_split(50_000, {"train": n_train, "val": n_val}, seed)
+    split["test"] = [50_000 + i for i in make_split(10_000, {"test": n_test}, seed)["test"]]
+    save_split(split, output, dataset="cifar10", seed=seed, command=_command_line(click.get_current_context()),
+               sizes={k: len(v) for k, v in split.items()}, test_from="cifar10 test set (indices 50000+)")
+    click.echo(f"wrote {output}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
 
 
 @train_group.command("dhd")
