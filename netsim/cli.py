@@ -203,7 +203,9 @@ def models(directory: str | None) -> None:
 @click.argument("kind", type=click.Choice(["paper-df", "paper-qf", "arq"]))
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--output", "-o", type=click.Path(file_okay=False), required=True, help="results directory")
-def report(kind: str, sweep_dir: str, output: str) -> None:
+@click.option("--cell", "cells", multiple=True,
+              help="paper grids: also keep the hop records of the point using this codec or codebook (file stem)")
+def report(kind: str, sweep_dir: str, output: str, cells: tuple[str, ...]) -> None:
     """Tables and figures of a finished sweep: the paper's DF grid (Fig. 2; also the Kodak sweep) or
     QF grid (Fig. 3) with a cell-by-cell check of its claims, or a semantic-ARQ sweep (ROC of the
     hash check, retries against threshold)."""
@@ -212,7 +214,7 @@ def report(kind: str, sweep_dir: str, output: str) -> None:
     if not (Path(sweep_dir) / "points").is_dir():
         _fail(f"{sweep_dir}: not a sweep directory (run `netsim sweep FILE` first)")
     try:
-        paths = arq.report(sweep_dir, output) if kind == "arq" else paper.report(sweep_dir, kind[-2:], output)
+        paths = arq.report(sweep_dir, output) if kind == "arq" else paper.report(sweep_dir, kind[-2:], output, cells)
     except (arq.ArqReportError, paper.ReportError) as err:
         _fail(f"{sweep_dir}: {err}")
     for path in paths:

@@ -8,6 +8,7 @@ and the figures drawn like the paper's.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -17,9 +18,11 @@ import pandas as pd
 SCHEMES = {"mse": "baseline (mse)", "msedhd": "proposed (mse+dhd)"}
 METRICS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "retrieval_ap", "bpp")
 # What the paper claims for the proposed scheme against the baseline, per destination metric:
-# +1 higher, -1 lower. PSNR is claimed to drop "a little"; the check is that it does not rise.
+# +1 higher, -1 lower. PSNR is claimed to drop "a little": we count a drop of at most
+# PSNR_LITTLE_DB as held, a larger one (or a rise) as not.
 CLAIMS = (("lpips", -1, "lower LPIPS"), ("hash_bit_agreement", +1, "higher hash agreement"),
           ("retrieval_ap", +1, "higher retrieval mAP"), ("psnr", -1, "a little lower PSNR"))
+PSNR_LITTLE_DB = 1.0
 
 
 class ReportError(ValueError):
@@ -87,7 +90,8 @@ def claims(table: pd.DataFrame, kind: str) -> pd.DataFrame:
             diff = p - b
             rows.append({**dict(zip(cell, key if isinstance(key, tuple) else (key,))), "metric": metric,
                          "claim": text, "baseline": b, "proposed": p, "difference": diff, "ci95": half,
-                         "held": bool(diff * sign > 0), "significant": bool(abs(diff) > half)})
+                         "held": bool(diff * sign > 0 and (metric != "psnr" or diff >= -PSNR_LITTLE_DB)),
+                         "significant": bool(abs(diff) > half)})
     return pd.DataFrame(rows)
 
 
@@ -155,24 +159,49 @@ def claims_markdown(c: pd.DataFrame, kind: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(sweep_dir: str | Path, kind: str, output: str | Path) -> list[Path]:
-    """Write table.csv, claims.csv, claims.md and the figure for a finished paper sweep."""
+def _find_point(sweep_dir: Path, stem: str) -> Path:
+    """The point directory whose assignment names a file with this stem (a codec or codebook)."""
+    found = []
+    for done in sorted((sweep_dir / "points").glob("*/done.json")):
+        values = json.loads(done.read_text())["assignment"].values()
+        if any(isinstance(v, str) and Path(v).stem == stem for v in values):
+            found.append(done.parent)
+    if len(found) != 1:
+        raise ReportError(f"--cell {stem}: {len(found)} finished points name it (need exactly one)")
+    return found[0]
+
+
+def report(sweep_dir: str | Path, kind: str, output: str | Path, cells: tuple[str, ...] = ()) -> list[Path]:
+    """Write table.csv, claims.csv, claims.md, the figure, the sweep table and manifests (one per
+    point, under manifests/) for a finished paper sweep; for each stem in ``cells``, also the hop
+    records of the point that uses it (``cell-<stem>.parquet`` and its ``done.json`` as
+    ``cell-<stem>.json``), which a test re-runs image by image."""
     from netsim.results import atomic_path, read_table
 
+    sweep_dir, out = Path(sweep_dir), Path(output)
     sweep = read_table(sweep_dir, "sweep")
-    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     table = cell_table(sweep, kind)
     c = claims(table, kind)
     written = []
-    for name, df in (("table", table), ("claims", c)):
+    for name, df in (("table", table), ("claims", c), ("sweep", sweep)):
         path = out / f"{name}.csv"
         with atomic_path(path) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.6g")
+            df.to_csv(tmp, index=False, float_format="%.6g" if name != "sweep" else None)
         written.append(path)
     path = out / "claims.md"
     with atomic_path(path) as tmp:
         tmp.write_text(claims_markdown(c, kind))
     written.append(path)
+    copies = [(sweep_dir / "sweep.json", out / "sweep.json")]
+    copies += [(m, out / "manifests" / f"{m.parent.name}.json") for m in sorted(sweep_dir.glob("points/*/manifest.json"))]
+    for stem in cells:
+        point = _find_point(sweep_dir, stem)
+        copies += [(point / "hops.parquet", out / f"cell-{stem}.parquet"), (point / "done.json", out / f"cell-{stem}.json")]
+    for src, dst in copies:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(src.read_bytes())
+        written.append(dst)
     written += plot(table, kind, out / f"paper-{kind}")
     return written
