@@ -91,7 +91,7 @@ def plot_roc(roc: pd.DataFrame, stem: Path) -> list[Path]:
         ax.set_title(f"hop {hop}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("hash check against ground truth (reconstruction retrieves its own image)")
+    fig.suptitle("hash check against ground truth (the reconstruction retrieves its own class)")
     fig.tight_layout()
     return save_figure(fig, stem)
 
@@ -105,7 +105,7 @@ def plot_tradeoff(trade: pd.DataFrame, stem: Path) -> list[Path]:
     panels = (("retransmissions_per_frame", "retransmissions per frame"),
               ("airtime_per_frame_s", "airtime per frame [s]"),
               ("latency_p90_s", "p90 latency [s]"),
-              ("destination_retrieved", "destination: own image retrieved"),
+              ("destination_retrieved", "destination: right class retrieved"),
               ("destination_hash_bit_agreement", "destination hash agreement"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.5))
     for ax, (col, label) in zip(axes, panels):

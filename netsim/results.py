@@ -156,8 +156,8 @@ def latency_percentiles(frames: pd.DataFrame) -> pd.DataFrame:
 def hash_check_roc(hops: pd.DataFrame, n_bits: int) -> pd.DataFrame:
     """How well the hash check tells good receptions from bad, per hop and link SNR.
 
-    Ground truth is the ``retrieved`` column (the reconstruction's hash is nearest to its own
-    source image among the flow's images). For every threshold t in 0..n_bits the check accepts a
+    Ground truth is the ``retrieved`` column (the reconstruction's hash still retrieves its own
+    class among the flow's source images; its own image when they are unlabelled). For every threshold t in 0..n_bits the check accepts a
     reception when ``hash_hamming <= t``; the rows give the false-accept rate (accepted, not
     retrieved) over the not-retrieved receptions and the false-reject rate (rejected, retrieved)
     over the retrieved ones. Every transmission attempt counts as one check. Empty when no hop has

@@ -62,8 +62,7 @@ from netsim.scenario import Scenario, ScenarioError, load_scenario, parse_scenar
 ALIASES = {"snr_db": "links.*.snr_db", "codec": "flows.*.codec"}
 """Friendly axis names -> the dotted paths they stand for."""
 
-STATS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "retrieved", "retrieval_ap", "bpp",
-         "latency_s")
+STATS = ("psnr", "ms_ssim", "lpips", "hash_bit_agreement", "hash_cosine", "retrieval_ap", "bpp", "latency_s")
 """Per-hop columns summarised in the sweep table as ``<stat>_mean`` and ``<stat>_ci95``."""
 
 DONE = "done.json"

@@ -12,7 +12,7 @@ from conftest import chain
 from netsim.results import hash_check_roc, read_table
 from netsim.scenario import parse_scenario
 from netsim.sim import run_scenario
-from netsim.sim.engine import retrieved_own_image
+from netsim.sim.engine import retrieved_right_class
 
 
 def _bits(rows: list[str]) -> torch.Tensor:
@@ -20,19 +20,30 @@ def _bits(rows: list[str]) -> torch.Tensor:
     return torch.tensor([[0.5 if c == "1" else -0.5 for c in r] for r in rows])
 
 
-def test_retrieved_needs_a_strictly_nearest_own_image():
+def test_retrieved_needs_a_strictly_nearest_own_image_when_unlabelled():
     database = _bits(["0000", "0011", "1111"])
+    labels = torch.arange(3)  # unlabelled: each image its own class
     h = _bits(["0001",  # own 0: distance 1, others 1 and 3 -> a tie, not retrieved
                "0011",  # own 1: exact
                "0111",  # own 2: distance 1, image 1 also at 1 -> tie
                "1110",  # own 2: distance 1, image 1 at 3
                "0000"])  # own 2: distance 4, image 0 at 0 -> wrong image
-    assert retrieved_own_image(h, database, [0, 1, 2, 2, 2]) == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert retrieved_right_class(h, database, labels, [0, 1, 2, 2, 2]) == [0.0, 1.0, 0.0, 1.0, 0.0]
 
 
-def test_retrieved_is_nan_for_a_single_image_flow():
-    out = retrieved_own_image(_bits(["01"]), _bits(["01"]), [0])
-    assert len(out) == 1 and math.isnan(out[0])
+def test_retrieved_asks_for_the_right_class():
+    database = _bits(["0000", "0001", "1111", "1110"])
+    labels = torch.tensor([0, 0, 1, 1])
+    h = _bits(["0011",  # own 0 (class 0): nearest of class 0 at 1, of class 1 at 2 -> right
+               "0001",  # own 0: exactly image 1, same class -> right
+               "0111",  # own 2 (class 1): class 1 at 1, class 0 at 2 -> right
+               "0011"])  # own 3 (class 1): class 1 at 2, class 0 at 1 -> wrong
+    assert retrieved_right_class(h, database, labels, [0, 0, 2, 3]) == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_retrieved_is_nan_for_a_single_class_flow():
+    out = retrieved_right_class(_bits(["01", "10"]), _bits(["01", "11"]), torch.tensor([4, 4]), [0, 1])
+    assert len(out) == 2 and all(math.isnan(v) for v in out)
 
 
 def test_roc_counts_by_hand():

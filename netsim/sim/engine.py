@@ -39,7 +39,7 @@ import pyarrow as pa
 import simpy
 import torch
 
-from netsim.data import load_workload_images
+from netsim.data import image_labels, load_workload_images
 from netsim.metrics import (LpipsMetric, LpipsUnavailable, bit_agreement, hamming_distance, hash_bits, hash_cosine,
                             ms_ssim, psnr)
 from netsim.phy.channel import keys_tensor, noise_key, transmit
@@ -155,6 +155,7 @@ class FlowRuntime:
     n_frames: int
     hw: tuple[int, int] = (0, 0)
     hashes: torch.Tensor | None = None  # float [N_images, N_H]: the DHD hash of every source image
+    labels: torch.Tensor | None = None  # long [N_images]: class ids (each image its own when unlabelled)
 
     def __post_init__(self) -> None:
         self.hw = tuple(self.images.shape[-2:])
@@ -183,19 +184,25 @@ class NodeRuntime:
     radio: Radio = field(default_factory=Radio)
 
 
-def retrieved_own_image(h: torch.Tensor, database: torch.Tensor, own: list[int]) -> list[float]:
-    """Ground truth for the hash check: 1.0 where the hash h [B, N_H] of a reconstruction is strictly
-    nearer (Hamming, sign bits) to its own source image's hash than to any other image of the flow
-    (``database`` [N, N_H]), else 0.0; NaN when the flow has a single image (nothing to confuse)."""
-    if database.shape[0] < 2:
+def retrieved_right_class(h: torch.Tensor, database: torch.Tensor, labels: torch.Tensor,
+                          own: list[int]) -> list[float]:
+    """Ground truth for the hash check: does a reconstruction still retrieve the right class?
+
+    ``h`` [B, N_H] are the reconstructions' hashes, ``database`` [N, N_H] the hashes of the flow's
+    source images with class ids ``labels`` [N], ``own`` the source image of each reconstruction.
+    1.0 where the nearest database hash (Hamming, sign bits) of the reconstruction's own class is
+    strictly nearer than every hash of another class, else 0.0; NaN when the flow holds one class
+    only (nothing to confuse). Unlabelled images are each their own class, which makes this "does
+    it retrieve its own image"."""
+    own_labels = labels[torch.as_tensor(own, device=labels.device)]
+    if bool((labels == labels[0]).all()):
         return [math.nan] * h.shape[0]
     s, s_db = (hash_bits(t).float() * 2 - 1 for t in (h, database))  # bits as +-1
     dist = (h.shape[1] - s @ s_db.T) / 2  # [B, N] Hamming distances
-    rows = torch.arange(h.shape[0], device=h.device)
-    cols = torch.as_tensor(own, device=h.device)
-    own_dist = dist[rows, cols]
-    dist[rows, cols] = math.inf
-    return (own_dist < dist.min(dim=1).values).float().tolist()
+    same = own_labels[:, None] == labels[None, :]
+    nearest_same = dist.masked_fill(~same, math.inf).min(dim=1).values
+    nearest_other = dist.masked_fill(same, math.inf).min(dim=1).values
+    return (nearest_same < nearest_other).float().tolist()
 
 
 def _grouped(frames: Iterable[Frame], key: Callable[[Frame], Any]) -> dict[Any, list[Frame]]:
@@ -244,6 +251,9 @@ class Simulation:
             for flow in self.flows:
                 with torch.no_grad():
                     flow.hashes = torch.cat([self.hasher(chunk) for chunk in flow.images.split(256)])
+                names = image_labels(flow.image_ids) or flow.image_ids
+                classes = {c: i for i, c in enumerate(sorted(set(names)))}
+                flow.labels = torch.tensor([classes[c] for c in names], device=self.device)
         self.retrieval = None
         if scenario.retrieval is not None and self.hasher is not None:
             self.retrieval = RetrievalDatabase(scenario.retrieval, self.hasher, self.device)
@@ -567,7 +577,8 @@ class Simulation:
                     limit = self.scenario.hash_check.threshold_bits
                     columns["hash_hamming"] = dist
                     columns["hash_verdict"] = ["match" if d <= limit else "mismatch" for d in dist]
-                    columns["retrieved"] = retrieved_own_image(h, flow.hashes, [f.image for f, _ in group])
+                    columns["retrieved"] = retrieved_right_class(h, flow.hashes, flow.labels,
+                                                                 [f.image for f, _ in group])
                     if self.retrieval is not None:
                         columns["retrieval_ap"] = self.retrieval.average_precisions(
                             h, [flow.image_ids[f.image] for f, _ in group])
