@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
@@ -58,7 +59,8 @@ def cell_table(sweep: pd.DataFrame, kind: str) -> pd.DataFrame:
     stats = [c for m in METRICS for c in (f"{m}_mean", f"{m}_ci95") if c in df]
     out = df[keys + ["hop", "node", "role", "n"] + stats]
     order = keys + ["hop"]  # SNR from high to low, as in the paper's legends
-    return out.sort_values(order, ascending=[False] + [True] * (len(order) - 1)).reset_index(drop=True)
+    return out.sort_values(order, ascending=[False] + [True] * (len(order) - 1),
+                           key=lambda col: col.map(Fraction) if col.name == "b" else col).reset_index(drop=True)
 
 
 def eval_list(value) -> list:
