@@ -188,9 +188,12 @@ def plot(run_dir: str, output: str | None) -> None:
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="zoo directory (default: models/)")
 def models(directory: str | None) -> None:
     """List the model zoo."""
-    from netsim.nn.zoo import list_models
+    from netsim.nn.zoo import CheckpointError, list_models
 
-    cards = list_models(directory)
+    try:
+        cards = list_models(directory)
+    except CheckpointError as err:
+        _fail(str(err))
     if not cards:
         click.echo("no models")
     for card in cards:

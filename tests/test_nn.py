@@ -330,3 +330,18 @@ def test_half_precision_weights_load_back_as_float32(tmp_path):
     half.write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match="dtype"):
         load_model("half", directory=tmp_path)
+
+
+def test_list_models_skips_json_that_is_not_a_card(tmp_path):
+    from click.testing import CliRunner
+
+    from netsim.cli import main
+
+    model = build_model("dhd", backbone="small-cnn", n_bits=8, n_classes=2)
+    save_model(model, "h", directory=tmp_path)
+    (tmp_path / "split.json").write_text(json.dumps({"meta": {}, "indices": {"train": [0]}}))
+    assert [c["name"] for c in list_models(tmp_path)] == ["h"]
+    (tmp_path / "broken.json").write_text(json.dumps({"arch": "dhd"}))
+    result = CliRunner().invoke(main, ["models", "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "broken.json" in result.output

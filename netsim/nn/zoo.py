@@ -147,6 +147,17 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
 
 
 def list_models(directory: str | os.PathLike | None = None) -> list[dict]:
-    """Cards of every model in the zoo directory, sorted by file name ([] if it does not exist)."""
+    """Cards of every model in the zoo directory, sorted by file name ([] if it does not exist).
+
+    JSON files beside them that are not model cards (no ``arch``, e.g. a split file) are skipped;
+    a card that names an ``arch`` but lacks a required field raises CheckpointError."""
     d = models_dir(directory)
-    return [_read_card(p) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
+    cards = []
+    for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: unreadable JSON ({e})") from None
+        if isinstance(data, dict) and "arch" in data:
+            cards.append(_read_card(path))
+    return cards
