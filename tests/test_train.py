@@ -265,3 +265,16 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, monkeypatch, args, message):
     assert res.exit_code == 2, res.output
     err = res.output.strip().splitlines()
     assert err[-1].startswith("error:") and message in err[-1] and "Traceback" not in res.output
+
+
+def test_jscc_init_starts_from_a_zoo_codec(tmp_path):
+    first = jscc(tmp_path, name="a", relays=1)
+    # lr so small that the second run cannot move far from where it starts
+    jscc(tmp_path, name="b", relays=1, init=first["card_path"], lr=1e-9, epochs=1, steps_per_epoch=1)
+    a, _ = load_model("a", directory=tmp_path / "zoo")
+    b, card = load_model("b", directory=tmp_path / "zoo")
+    assert card["init"]["name"] == "a"
+    for (key, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(wa, wb, atol=1e-6), key
+    with pytest.raises(ValueError, match="cannot start"):
+        jscc(tmp_path, name="c2", relays=2, init=first["card_path"])

@@ -217,6 +217,7 @@ def train_dhd_cmd(**p) -> None:
 @click.option("--loss", type=click.Choice(["mse", "mse+dhd"]), default="mse", show_default=True)
 @click.option("--lam", type=click.FloatRange(0), default=0.06, show_default=True, help="lambda of mse+dhd")
 @click.option("--hasher", help="zoo name of the frozen DHD hasher (loss mse+dhd; also measured)")
+@click.option("--init", help="start from this zoo codec (same architecture) instead of random weights")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Adam learning rate (paper: 1e-4)")
@@ -237,7 +238,7 @@ def train_jscc_cmd(**p) -> None:
         batch_size=p["batch_size"], lr=p["lr"], lr_gamma=p["lr_gamma"], weight_decay=p["weight_decay"],
         seed=p["seed"], steps_per_epoch=p["steps_per_epoch"], checkpoint_dir=p["checkpoint_dir"],
         resume=p["resume"], models_dir=p["models_dir"], device=_device(p["device"]),
-        progress=not p["quiet"], command=_command_line(ctx))
+        progress=not p["quiet"], command=_command_line(ctx), init=p["init"])
     _summary(card)
 
 

@@ -230,7 +230,7 @@ def train_jscc(data: DataSpec | dict, *, name: str, snr_db: float = 10.0, relays
                steps_per_epoch: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
                resume: bool = False, models_dir: str | os.PathLike | None = None,
                device: str | torch.device = "auto", progress: bool = True, command: str | None = None,
-               eval_batch_size: int = 256, use_lpips: bool = True) -> dict:
+               eval_batch_size: int = 256, use_lpips: bool = True, init: str | None = None) -> dict:
     """Train a DeepJSCC codec end to end and save it to the zoo as ``name``; return its card.
 
     ``relays`` r = 0 trains "deepjscc" (one pair); r >= 1 trains "deepjscc-multihop" with
@@ -239,6 +239,8 @@ def train_jscc(data: DataSpec | dict, *, name: str, snr_db: float = 10.0, relays
     Defaults follow the paper: Adam lr 1e-4, lr *= 0.95 per epoch. Validation PSNR (keyed noise
     at ``snr_db``) after every epoch; card metrics: test PSNR, MS-SSIM, LPIPS (when weights are
     available) and, with a hasher, hash bit agreement, all at the training SNR.
+    ``init``: a zoo codec of the same architecture to start from (two-stage training, e.g. `mse`
+    first, then `mse+dhd`); without it the weights are drawn from ``seed``.
     """
     spec = _as_spec(data)
     dev = resolve_device(device)
@@ -260,6 +262,13 @@ def train_jscc(data: DataSpec | dict, *, name: str, snr_db: float = 10.0, relays
               "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "weight_decay": weight_decay,
               "seed": seed, "steps_per_epoch": steps_per_epoch}
     model = _seeded_build(arch, seed, **model_config).to(dev)
+    if init:
+        start, start_card = load_model(init, device=dev, directory=models_dir)
+        if start_card["arch"] != arch or start_card["config"] != model.config:
+            raise ValueError(f"--init {init}: a {start_card['arch']} {start_card['config']} cannot start a "
+                             f"{arch} {model.config}")
+        model.load_state_dict(start.state_dict())
+        config["init"] = {"name": start_card["name"], "sha256": start_card["sha256"]}
     optimizer, scheduler = _optimizer(model, lr, lr_gamma, weight_decay)
     gens = _generators(seed, dev)
     loss_fn = jscc_loss(loss, hash_model, lam)
@@ -300,6 +309,7 @@ def train_jscc(data: DataSpec | dict, *, name: str, snr_db: float = 10.0, relays
         "loss": loss,
         "lambda": float(lam) if loss == "mse+dhd" else None,
         "hasher": config["hasher"],
+        "init": config.get("init"),
         **_run_fields(run, seed, batch_size, lr, lr_gamma, weight_decay, dev),
         "command": command or _python_command(
             "train_jscc", name=name, snr_db=snr_db, relays=relays, size=size, c_out=c_out, loss=loss,
