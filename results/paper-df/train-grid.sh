@@ -29,12 +29,13 @@ for snr in -5 -10 -15; do
   done
 done
 printf '%s\0' "${jobs[@]}" | xargs -0 -P "$JOBS" -I{} bash -c {}
-# Two-stage variant of the r = 3, -5 dB mse+dhd codec (the one-stage ones stay on the mean-image
-# plateau): the same recipe, started from the trained r = 3 mse codec.
-name=djscc-df-r3-snrm5-msedhd-warm
-if [ ! -f "models/paper/$name.json" ]; then
+# Two-stage variants of the r = 3 mse+dhd codecs (the one-stage ones stay on the mean-image
+# plateau): the same recipe, started from the trained r = 3 mse codec of the same SNR.
+for snr in -5 -10 -15; do
+  name="djscc-df-r3-snrm${snr#-}-msedhd-warm"
+  [ -f "models/paper/$name.json" ] && continue
   ck="runs/train/paper/$name"; resume=""; [ -f "$ck/checkpoint.json" ] && resume="--resume"
-  netsim train jscc --split $SPLIT --name $name --relays 3 --size small --snr -5 --loss mse+dhd \
-    --hasher models/dhd-cifar10-64.json --init models/paper/djscc-df-r3-snrm5-mse.json --epochs $EPOCHS \
+  netsim train jscc --split $SPLIT --name $name --relays 3 --size small --snr $snr --loss mse+dhd \
+    --hasher models/dhd-cifar10-64.json --init "models/paper/djscc-df-r3-snrm${snr#-}-mse.json" --epochs $EPOCHS \
     --lr 1e-3 --lr-gamma 0.9 --seed 0 --models-dir models/paper --checkpoint-dir $ck --threads 2 -q $resume
-fi
+done
