@@ -44,9 +44,8 @@ def arq_tables(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         snr, threshold = _axis(assignment, "snr_db"), int(_axis(assignment, "threshold_bits"))
         hops, frames = read_table(point, "hops"), read_table(point, "frames")
         received = hops[hops["hop"] > 0]
-        n_bits = int(read_table(point, "hash_roc")["threshold_bits"].max())
-        if threshold >= n_bits:  # never resends: every reception is checked exactly once
-            roc = read_table(point, "hash_roc")
+        roc = read_table(point, "hash_roc")
+        if threshold >= roc["threshold_bits"].max():  # never resends: every reception checked once
             rocs.append(roc.assign(snr_db=snr))
         airtime = received.groupby(["flow", "frame"])["airtime_s"].sum()
         delivered = frames[frames["outcome"] == "delivered"]

@@ -105,32 +105,37 @@ def cifar10_images(root: str | Path, split: str, count: int, offset: int = 0, hw
     ``netsim.train.datasets.load_cifar10`` is used (fast for thousands of images)."""
     from netsim.train.datasets import load_cifar10, load_split
 
+    native = hw is None or tuple(hw) == (32, 32)
+    pools: dict = {}
+
+    def pool(part: str):
+        """The part: its decoded images (native size, cached on disk) or its files (to resize)."""
+        if part not in pools:
+            pools[part] = load_cifar10(root, part, progress=False) if native else cifar10_files(root, part)[0]
+        return pools[part]
+
     if split_file is None:
-        n = len(cifar10_files(root, split)[0]) if split != "val" else 0
-        chosen = [(split, i) for i in range(offset, min(offset + count, n))]
+        chosen = [(split, i) for i in range(offset, min(offset + count, len(pool(split))))]
     else:
         parts = load_split(split_file)
         if split not in parts:
             raise DataError(f"{split_file}: no {split!r} list (has {', '.join(parts)})")
-        n_train = len(cifar10_files(root, "train")[0])
+        n_train = len(pool("train"))
         chosen = [("train", i) if i < n_train else ("test", i - n_train) for i in parts[split][offset:offset + count]]
     if not chosen:
         raise DataError(f"{root}: offset {offset} is past the last {split} image")
-    if hw is None or tuple(hw) == (32, 32):
-        sets = {s: load_cifar10(root, s, progress=False) for s in {s for s, _ in chosen}}
-        for s, i in chosen:
-            if i >= len(sets[s]):
-                raise DataError(f"{split_file}: index {i} is past the {len(sets[s])} CIFAR-10 {s} images")
-        images = torch.stack([sets[s].images[i] for s, i in chosen]).float().div_(255.0)
-        return images, [sets[s].names[i] for s, i in chosen]
-    files = {s: cifar10_files(root, s)[0] for s in {s for s, _ in chosen}}
-    images = []
     for s, i in chosen:
-        if i >= len(files[s]):
-            raise DataError(f"{split_file}: index {i} is past the {len(files[s])} CIFAR-10 {s} images")
-        with Image.open(files[s][i]) as img:
+        if not 0 <= i < len(pool(s)):
+            raise DataError(f"{split_file}: index {i} is outside the {len(pool(s))} CIFAR-10 {s} images")
+    if native:
+        images = torch.stack([pool(s).images[i] for s, i in chosen]).float().div_(255.0)
+        return images, [pool(s).names[i] for s, i in chosen]
+    files = [pool(s)[i] for s, i in chosen]
+    images = []
+    for f in files:
+        with Image.open(f) as img:
             images.append(to_tensor(img, hw))
-    return torch.stack(images), [f"cifar10/{s}/{files[s][i].parent.name}/{files[s][i].name}" for s, i in chosen]
+    return torch.stack(images), [f"cifar10/{f.parent.parent.name}/{f.parent.name}/{f.name}" for f in files]
 
 
 def image_labels(ids: list[str]) -> list[str] | None:

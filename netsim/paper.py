@@ -49,7 +49,7 @@ def cell_table(sweep: pd.DataFrame, kind: str) -> pd.DataFrame:
     keys = ["snr_db", "scheme"]
     if kind == "df":
         route_col = next(c for c in sweep.columns if c.endswith(".route"))
-        df["relays"] = df[route_col].map(lambda r: len(eval_list(r)) - 2)
+        df["relays"] = df[route_col].map(lambda r: len(route_nodes(r)) - 2)
         keys.append("relays")
     elif kind == "qf":
         df["n_q"] = df["nodes.relay.qf.n_q"].astype(int)
@@ -64,12 +64,10 @@ def cell_table(sweep: pd.DataFrame, kind: str) -> pd.DataFrame:
                            key=lambda col: col.map(Fraction) if col.name == "b" else col).reset_index(drop=True)
 
 
-def eval_list(value) -> list:
+def route_nodes(value) -> list:
     """A route as stored in the sweep table: a list, or its JSON / Python text."""
     if isinstance(value, (list, tuple)):
         return list(value)
-    import json
-
     return json.loads(str(value).replace("'", '"'))
 
 
